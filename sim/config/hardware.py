@@ -1,0 +1,107 @@
+"""Hardware profile schema: flash, memories, links and processors of one machine.
+
+A profile file lives in ``hardware_profiles/NAME.yaml``. ``extends: OTHER`` deep-merges the profile
+over OTHER so a variant states only what differs. Every number in a profile carries a comment naming its
+source (paper table, datasheet or the arithmetic); ``tests/test_profiles.py`` enforces that.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sim.config.base import BandwidthBps, Bytes, Flops, Seconds, StrictModel
+
+Dtype = Literal["fp32", "fp16", "bf16", "int8", "q8_0", "q4_0", "q4_1"]
+
+
+class FlashCurve(StrictModel):
+    """Read throughput measured at each (queue depth, chunk size); interpolated in log-log space."""
+
+    chunk_sizes: list[Bytes] = Field(min_length=1)
+    queue_depths: list[int] = Field(min_length=1)
+    throughput: list[list[BandwidthBps]] = Field(description="[queue_depth][chunk_size], B/s")
+
+    @model_validator(mode="after")
+    def _shape(self) -> FlashCurve:
+        if sorted(self.chunk_sizes) != list(self.chunk_sizes) or min(self.chunk_sizes) <= 0:
+            raise ValueError("chunk_sizes must be positive and increasing")
+        if sorted(self.queue_depths) != list(self.queue_depths) or min(self.queue_depths) < 1:
+            raise ValueError("queue_depths must be >= 1 and increasing")
+        if len(self.throughput) != len(self.queue_depths) or any(
+            len(row) != len(self.chunk_sizes) for row in self.throughput
+        ):
+            raise ValueError(
+                f"throughput must be {len(self.queue_depths)} rows (queue depths) of "
+                f"{len(self.chunk_sizes)} values (chunk sizes)"
+            )
+        if any(v <= 0 for row in self.throughput for v in row):
+            raise ValueError("throughput values must be > 0")
+        return self
+
+
+class FlashSpec(StrictModel):
+    """A flash device (SSD / UFS). Reads land in ``target_memory``."""
+
+    capacity: Bytes
+    latency: Seconds = Field(description="per read request batch, s")
+    max_queue_depth: int = Field(ge=1, description="outstanding reads the host keeps (threads / io_uring)")
+    curve: FlashCurve
+    target_memory: str = "dram"
+
+
+class MemorySpec(StrictModel):
+    """DRAM or device memory (HBM / GDDR)."""
+
+    capacity: Bytes
+    bandwidth: BandwidthBps
+    copy_bandwidth: BandwidthBps = Field(description="memcpy within this memory (bytes moved per s)")
+
+
+class LinkSpec(StrictModel):
+    """A point-to-point link between two memories, one fair-shared channel per direction."""
+
+    ends: tuple[str, str]
+    bandwidth_forward: BandwidthBps = Field(description="ends[0] -> ends[1], B/s")
+    bandwidth_reverse: BandwidthBps = Field(description="ends[1] -> ends[0], B/s")
+    latency: Seconds
+
+
+class ProcessorSpec(StrictModel):
+    """Roofline processor: time(op) = max(flops / peak_flops[dtype], bytes / mem_bandwidth) + overhead."""
+
+    kind: Literal["cpu", "gpu", "npu"]
+    memory: str = Field(description="the memory its operands live in")
+    peak_flops: dict[Dtype, Flops]
+    mem_bandwidth: BandwidthBps
+    overhead: Seconds = Field(description="fixed cost per kernel, s")
+    flops_efficiency: float = Field(1.0, gt=0, le=1, description="achieved / peak FLOP/s")
+    bandwidth_efficiency: float = Field(1.0, gt=0, le=1, description="achieved / peak bytes/s")
+    gather_efficiency: float = Field(
+        1.0, gt=0, le=1, description="extra factor on kernels over gathered (sparse) rows"
+    )
+
+
+class HardwareProfile(StrictModel):
+    name: str
+    description: str = ""
+    extends: str | None = None
+    flash: FlashSpec
+    memories: dict[str, MemorySpec]
+    links: dict[str, LinkSpec] = {}
+    processors: dict[str, ProcessorSpec]
+
+    @model_validator(mode="after")
+    def _references(self) -> HardwareProfile:
+        mems = set(self.memories)
+        if self.flash.target_memory not in mems:
+            raise ValueError(f"flash.target_memory {self.flash.target_memory!r} is not in memories {sorted(mems)}")
+        for name, link in self.links.items():
+            for end in link.ends:
+                if end not in mems:
+                    raise ValueError(f"links.{name}.ends: {end!r} is not in memories {sorted(mems)}")
+        for name, proc in self.processors.items():
+            if proc.memory not in mems:
+                raise ValueError(f"processors.{name}.memory {proc.memory!r} is not in memories {sorted(mems)}")
+        return self

@@ -1,0 +1,63 @@
+"""Finding and loading hardware and model profiles by name (or by path), resolving ``extends``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.config.base import deep_merge, load_yaml, validate
+from sim.config.hardware import HardwareProfile
+from sim.errors import ConfigError
+from sim.models.profile import ModelProfile
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HARDWARE_DIR = REPO_ROOT / "hardware_profiles"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "profiles"
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def hardware_names() -> list[str]:
+    return _names(HARDWARE_DIR)
+
+
+def model_names() -> list[str]:
+    return _names(MODEL_DIR)
+
+
+def _locate(name: str, folder: Path, what: str, source: str, key: str) -> Path:
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path
+    candidate = folder / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(_names(folder))
+    raise ConfigError(source, key, f"unknown {what} profile; known: {known}", name)
+
+
+def _raw_hardware(name: str, source: str, key: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    path = _locate(name, HARDWARE_DIR, "hardware", source, key)
+    data = load_yaml(path)
+    parent = data.get("extends")
+    if parent is None:
+        return data, path
+    if parent in seen:
+        raise ConfigError(path, "extends", "circular extends", parent)
+    base, _ = _raw_hardware(parent, str(path), "extends", (*seen, name))
+    base.pop("name", None)
+    base.pop("description", None)
+    return deep_merge(base, data), path
+
+
+def load_hardware(name: str, source: str = "<command line>", key: str = "hardware") -> HardwareProfile:
+    """Load hardware profile ``name`` (a name in hardware_profiles/ or a path to a YAML file)."""
+    data, path = _raw_hardware(name, source, key)
+    return validate(HardwareProfile, data, path)
+
+
+def load_model(name: str, source: str = "<command line>", key: str = "model") -> ModelProfile:
+    """Load model profile ``name`` (a name in sim/models/profiles/ or a path to a YAML file)."""
+    path = _locate(name, MODEL_DIR, "model", source, key)
+    return validate(ModelProfile, load_yaml(path), path)

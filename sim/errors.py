@@ -1,0 +1,37 @@
+"""User-facing errors. The CLI prints ``str(err)`` as one line and exits 2; nothing else is caught.
+
+Every error names where the bad value came from (file, key) and the value itself, so that a user can
+fix the input without reading a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SimError(Exception):
+    """Base class of every error caused by user input (config, profile, trace, model file, flag)."""
+
+
+class ConfigError(SimError):
+    """A bad value in a YAML file or on the command line: ``FILE: KEY: REASON (got VALUE)``."""
+
+    def __init__(self, source: str, key: str, reason: str, value: object = ...):
+        self.source, self.key, self.reason, self.value = str(source), key, reason, value
+        got = "" if value is ... else f" (got {value!r})"
+        where = f"{self.source}: {key}: " if key else f"{self.source}: "
+        super().__init__(f"{where}{reason}{got}")
+
+
+class UnitError(SimError):
+    """A quantity string that does not parse as the expected kind of unit."""
+
+
+class TraceError(SimError):
+    """A trace file that is missing, corrupt or does not match the model it is used with."""
+
+
+class ModelFileError(SimError):
+    """A model file (GGUF) that is missing, corrupt or of an unsupported architecture."""
+
+
+class CapacityError(SimError):
+    """A memory device asked to hold more than its capacity (e.g. the DRAM budget)."""

@@ -1,0 +1,1 @@
+"""Model shapes and the byte arithmetic of their weights (no weights here: see sim.kernels)."""

@@ -1,0 +1,150 @@
+"""Model profile: the shapes of a decoder-only transformer, and bytes per layer / op / row / column.
+
+Ops of one layer (names used throughout the simulator and the flash layouts):
+  attention: ``q`` [d_model, n_heads*head_dim], ``k`` and ``v`` [d_model, n_kv_heads*head_dim],
+             ``o`` [n_heads*head_dim, d_model]
+  FFN (per expert): ``up`` [d_model, d_ff], ``down`` [d_ff, d_model], and ``gate`` [d_model, d_ff] when gated.
+A *neuron* i of the FFN is column i of up (and gate) and row i of down: d_model weights in each matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sim.config.base import StrictModel
+
+# bits per weight including block-scale overhead (GGUF: Q4_0 = 18 B per 32 weights = 4.5 bit,
+# Q4_1 = 20 B / 32 = 5 bit, Q8_0 = 34 B / 32 = 8.5 bit; ggml/src/ggml-common.h block structs).
+DTYPE_BITS: dict[str, float] = {
+    "fp32": 32.0,
+    "fp16": 16.0,
+    "bf16": 16.0,
+    "int8": 8.0,
+    "q8_0": 8.5,
+    "q4_0": 4.5,
+    "q4_1": 5.0,
+}
+
+FfnKind = Literal["relu", "gelu", "swiglu", "geglu"]
+ATTENTION_OPS = ("q", "k", "v", "o")
+
+
+def dtype_bytes(dtype: str, n_weights: float) -> float:
+    """Bytes of ``n_weights`` weights stored as ``dtype`` (scale overhead included)."""
+    if dtype not in DTYPE_BITS:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BITS)}")
+    return n_weights * DTYPE_BITS[dtype] / 8.0
+
+
+class ModelProfile(StrictModel):
+    name: str
+    source: str = Field(description="where the shapes come from (config.json, paper)")
+    n_layers: int = Field(gt=0)
+    d_model: int = Field(gt=0)
+    d_ff: int = Field(gt=0, description="FFN hidden size per expert")
+    n_heads: int = Field(gt=0)
+    n_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    ffn_kind: FfnKind
+    tied_embeddings: bool = False
+    max_positions_learned: int = Field(0, ge=0, description="learned position table rows (OPT), else 0")
+    n_experts: int = Field(1, ge=1)
+    experts_top_k: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelProfile:
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.experts_top_k > self.n_experts:
+            raise ValueError(f"experts_top_k {self.experts_top_k} > n_experts {self.n_experts}")
+        return self
+
+    # ---- shapes (weights counts) ---------------------------------------------------------------
+    @property
+    def gated(self) -> bool:
+        return self.ffn_kind in ("swiglu", "geglu")
+
+    @property
+    def ffn_ops(self) -> tuple[str, ...]:
+        return ("gate", "up", "down") if self.gated else ("up", "down")
+
+    def op_weights(self, op: str) -> int:
+        """Weights in one op of one layer (FFN ops: of one expert)."""
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        sizes = {
+            "q": self.d_model * q_dim,
+            "k": self.d_model * kv_dim,
+            "v": self.d_model * kv_dim,
+            "o": q_dim * self.d_model,
+            "gate": self.d_model * self.d_ff if self.gated else 0,
+            "up": self.d_model * self.d_ff,
+            "down": self.d_ff * self.d_model,
+        }
+        if op not in sizes:
+            raise ValueError(f"unknown op {op!r}")
+        return sizes[op]
+
+    @property
+    def attention_weights_per_layer(self) -> int:
+        return sum(self.op_weights(op) for op in ATTENTION_OPS)
+
+    @property
+    def ffn_weights_per_layer(self) -> int:
+        """All experts' FFN weights of one layer."""
+        return self.n_experts * sum(self.op_weights(op) for op in self.ffn_ops)
+
+    @property
+    def embedding_weights(self) -> int:
+        """Token embeddings, learned positions, and the LM head unless tied."""
+        table = self.vocab_size * self.d_model
+        return table * (1 if self.tied_embeddings else 2) + self.max_positions_learned * self.d_model
+
+    @property
+    def total_weights(self) -> int:
+        per_layer = self.attention_weights_per_layer + self.ffn_weights_per_layer
+        return self.n_layers * per_layer + self.embedding_weights
+
+    @property
+    def neuron_weights(self) -> int:
+        """Weights of one FFN neuron (a bundle: up column + down row [+ gate column])."""
+        return len(self.ffn_ops) * self.d_model
+
+    # ---- bytes -----------------------------------------------------------------------------------
+    def op_bytes(self, op: str, dtype: str) -> float:
+        return dtype_bytes(dtype, self.op_weights(op))
+
+    def attention_bytes_per_layer(self, dtype: str) -> float:
+        return dtype_bytes(dtype, self.attention_weights_per_layer)
+
+    def ffn_bytes_per_layer(self, dtype: str) -> float:
+        return dtype_bytes(dtype, self.ffn_weights_per_layer)
+
+    def layer_bytes(self, dtype: str) -> float:
+        return self.attention_bytes_per_layer(dtype) + self.ffn_bytes_per_layer(dtype)
+
+    def embedding_bytes(self, dtype: str) -> float:
+        return dtype_bytes(dtype, self.embedding_weights)
+
+    def total_bytes(self, dtype: str) -> float:
+        return dtype_bytes(dtype, self.total_weights)
+
+    def row_bytes(self, dtype: str) -> float:
+        """One row / column of d_model weights (one neuron's share of one FFN matrix)."""
+        return dtype_bytes(dtype, self.d_model)
+
+    def neuron_bytes(self, dtype: str) -> float:
+        return dtype_bytes(dtype, self.neuron_weights)
+
+    def kv_bytes_per_token(self, dtype: str = "fp16") -> float:
+        """K and V of one token over all layers: 2 * n_layers * n_kv_heads * head_dim values."""
+        return dtype_bytes(dtype, 2 * self.n_layers * self.n_kv_heads * self.head_dim)
+
+    def flops_per_token(self) -> float:
+        """Dense decode matmul FLOPs (2 per weight used; MoE uses top-k experts), attention excluded."""
+        ffn_active = self.ffn_weights_per_layer * self.experts_top_k / self.n_experts
+        per_layer = self.attention_weights_per_layer + ffn_active
+        lm_head = self.vocab_size * self.d_model
+        return 2.0 * (self.n_layers * per_layer + lm_head)
