@@ -1,0 +1,1 @@
+"""What a run records: device activity spans and per-token rows."""
