@@ -1,0 +1,153 @@
+"""Flash (SSD / UFS) read path: calibrated throughput curve, request merging, contention between readers.
+
+Modelled:
+- throughput as a function of request (chunk) size and of outstanding requests (queue depth), interpolated
+  bilinearly in log-log space in the profile's calibration table and clamped at the table edges;
+- a read of many (offset, length) extents is served as a device would: overlapping and adjacent extents merge
+  into one larger request, and the batch keeps min(max_queue_depth, n_requests) requests outstanding;
+- one fixed latency per read batch (a pure delay, not contended), then the transfer as a job on a
+  :class:`FairShare` server, so reads issued by concurrent processes share the device's throughput.
+
+Not modelled: writes, the page cache, FTL / garbage collection, per-channel parallelism beyond what the
+calibration curve captures, tail latency, thermal throttling. Each read is ONE SimPy job and one span.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from sim.config.hardware import FlashSpec
+from sim.devices.fairshare import FairShare
+from sim.stats.recorder import Recorder
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    nbytes: float
+    n_requests: int
+    service_s: float  # seconds the read would take alone on the device (latency + transfer)
+    start_s: float
+    end_s: float
+
+
+def _axis(grid_log: np.ndarray, x_log: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower index, upper index and weight of the upper point for each x on a sorted log grid (clamped)."""
+    if grid_log.size == 1:
+        zeros = np.zeros(x_log.shape, dtype=np.intp)
+        return zeros, zeros, np.zeros(x_log.shape)
+    x = np.clip(x_log, grid_log[0], grid_log[-1])
+    hi = np.clip(np.searchsorted(grid_log, x, side="right"), 1, grid_log.size - 1)  # [...]
+    lo = hi - 1
+    w = (x - grid_log[lo]) / (grid_log[hi] - grid_log[lo])
+    return lo, hi, w
+
+
+class Flash:
+    """A flash device reading into ``spec.target_memory``; see the module docstring for the model."""
+
+    def __init__(self, env: simpy.Environment, spec: FlashSpec, name: str = "flash", recorder: Recorder | None = None):
+        self.env = env
+        self.spec = spec
+        self.name = name
+        self.recorder = recorder
+        self.server = FairShare(env, name)
+        self._log_chunk = np.log(np.asarray(spec.curve.chunk_sizes, dtype=float))  # [n_chunk]
+        self._log_qd = np.log(np.asarray(spec.curve.queue_depths, dtype=float))  # [n_qd]
+        self._log_thr = np.log(np.asarray(spec.curve.throughput, dtype=float))  # [n_qd, n_chunk]
+        self.bytes_read = 0.0
+        self.n_reads = 0
+        self.n_requests = 0
+
+    def throughput_Bps(self, chunk_bytes: np.ndarray | float, queue_depth: float) -> np.ndarray | float:  # noqa: N802
+        """Device throughput (B/s) for requests of ``chunk_bytes`` with ``queue_depth`` outstanding."""
+        chunk = np.asarray(chunk_bytes, dtype=float)
+        if np.any(chunk <= 0) or not queue_depth > 0:
+            raise ValueError(f"{self.name}: chunk_bytes and queue_depth(={queue_depth!r}) must be > 0")
+        c0, c1, wc = _axis(self._log_chunk, np.log(chunk))
+        q0, q1, wq = _axis(self._log_qd, np.log(np.full(chunk.shape, float(queue_depth))))
+        t = self._log_thr
+        low_q = t[q0, c0] * (1 - wc) + t[q0, c1] * wc
+        high_q = t[q1, c0] * (1 - wc) + t[q1, c1] * wc
+        out = np.exp(low_q * (1 - wq) + high_q * wq)
+        return float(out) if out.ndim == 0 else out
+
+    @staticmethod
+    def merge_extents(extents: np.ndarray) -> np.ndarray:
+        """[n, 2] int64 (offset, length) -> [m, 2] sorted, overlapping and adjacent extents merged.
+
+        Zero-length extents are dropped; a negative offset or length is a ValueError.
+        """
+        ext = np.asarray(extents, dtype=np.int64).reshape(-1, 2)  # [n, 2]
+        if ext.size and (ext.min(axis=0) < 0).any():
+            raise ValueError("extents: offsets and lengths must be >= 0")
+        ext = ext[ext[:, 1] > 0]
+        if ext.shape[0] == 0:
+            return np.empty((0, 2), dtype=np.int64)
+        ext = ext[np.argsort(ext[:, 0], kind="stable")]
+        start = ext[:, 0]  # [n]
+        reach = np.maximum.accumulate(start + ext[:, 1])  # [n] furthest end covered so far
+        new = np.empty(start.size, dtype=bool)
+        new[0] = True
+        new[1:] = start[1:] > reach[:-1]  # a gap before this extent starts a new request
+        first = np.flatnonzero(new)  # [m]
+        last = np.append(first[1:] - 1, start.size - 1)  # [m]
+        return np.stack([start[first], reach[last] - start[first]], axis=1)
+
+    def service_time_s(self, extents: np.ndarray, queue_depth: int | None = None) -> tuple[float, int, float]:
+        """(seconds alone on the device, requests after merging, bytes) for one read batch."""
+        transfer_s, n, nbytes = self._transfer(extents, queue_depth)
+        return (self.spec.latency + transfer_s if n else 0.0), n, nbytes
+
+    def _transfer(self, extents: np.ndarray, queue_depth: int | None) -> tuple[float, int, float]:
+        lengths = self.merge_extents(extents)[:, 1].astype(float)  # [m]
+        n = int(lengths.size)
+        if n == 0:
+            return 0.0, 0, 0.0
+        qd = min(self.spec.max_queue_depth, n) if queue_depth is None else queue_depth
+        transfer_s = float(np.sum(lengths / self.throughput_Bps(lengths, qd)))
+        return transfer_s, n, float(lengths.sum())
+
+    def read(self, extents: np.ndarray, tag: str = "read", queue_depth: int | None = None) -> simpy.Event:
+        """Read a batch of extents; the event's value is a :class:`ReadResult`. One span per read."""
+        return self._start(*self._transfer(extents, queue_depth), tag)
+
+    def read_bytes(self, nbytes: float, chunk_bytes: float, tag: str = "read") -> simpy.Event:
+        """Read ``nbytes`` as n = ceil(nbytes / chunk_bytes) separate equal requests (no extents array).
+
+        Equivalent to :meth:`read` on n non-adjacent extents of nbytes / n bytes each.
+        """
+        if not nbytes >= 0 or not chunk_bytes > 0:
+            raise ValueError(f"{self.name}: nbytes(={nbytes!r}) must be >= 0 and chunk_bytes(={chunk_bytes!r}) > 0")
+        n = math.ceil(nbytes / chunk_bytes)
+        if n == 0:
+            return self._start(0.0, 0, 0.0, tag)
+        qd = min(self.spec.max_queue_depth, n)
+        transfer_s = nbytes / float(self.throughput_Bps(nbytes / n, qd))
+        return self._start(transfer_s, n, float(nbytes), tag)
+
+    def _start(self, transfer_s: float, n_requests: int, nbytes: float, tag: str) -> simpy.Event:
+        """Latency (pure delay, skipped for an empty batch), then the transfer as a FairShare job."""
+        env, start_s = self.env, float(self.env.now)
+        done = env.event()
+        service_s = self.spec.latency + transfer_s if n_requests else 0.0
+
+        def finish(_: simpy.Event) -> None:
+            self.bytes_read += nbytes
+            self.n_reads += 1
+            self.n_requests += n_requests
+            if self.recorder is not None:
+                self.recorder.span(self.name, tag, start_s, env.now, nbytes)
+            done.succeed(ReadResult(nbytes, n_requests, service_s, start_s, env.now))
+
+        def transfer(_: simpy.Event) -> None:
+            self.server.submit(transfer_s).callbacks.append(finish)
+
+        if n_requests and self.spec.latency > 0:
+            env.timeout(self.spec.latency).callbacks.append(transfer)
+        else:
+            transfer(done)
+        return done
