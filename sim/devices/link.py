@@ -1,0 +1,68 @@
+"""A point-to-point link (PCIe, UFS host interface, CPU<->GPU) between two memories.
+
+Modelled: per-direction bandwidth, each direction a separate :class:`FairShare` channel (full duplex:
+opposite directions do not interfere; concurrent transfers in one direction share its bandwidth), and a fixed
+latency per transfer that is a pure delay (not contended).
+
+Not modelled: protocol overhead beyond what the profile's bandwidth already accounts for, DMA engine limits,
+packet-level behaviour, pinned vs pageable host memory.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from sim.config.hardware import LinkSpec
+from sim.devices.fairshare import FairShare
+from sim.stats.recorder import Recorder
+
+
+class Link:
+    """Two fair-shared channels, ``ends[0] -> ends[1]`` (forward) and back (reverse)."""
+
+    def __init__(self, env: simpy.Environment, name: str, spec: LinkSpec, recorder: Recorder | None = None):
+        self.env = env
+        self.name = name
+        self.spec = spec
+        self.recorder = recorder
+        a, b = spec.ends
+        self._channels = {
+            (a, b): (FairShare(env, f"{name}:{a}->{b}"), spec.bandwidth_forward),
+            (b, a): (FairShare(env, f"{name}:{b}->{a}"), spec.bandwidth_reverse),
+        }
+        self.bytes_moved = {pair: 0.0 for pair in self._channels}
+
+    def channel(self, src: str, dst: str) -> FairShare:
+        """The fair-share server carrying ``src -> dst`` (its name is the span track)."""
+        return self._lookup(src, dst)[0]
+
+    def transfer(self, src: str, dst: str, nbytes: float, tag: str = "xfer") -> simpy.Event:
+        """Move ``nbytes`` from ``src`` to ``dst``; succeeds (value: seconds taken) when done. One span."""
+        server, bandwidth_Bps = self._lookup(src, dst)
+        if not nbytes >= 0:
+            raise ValueError(f"{self.name}: transfer nbytes(={nbytes!r}) must be >= 0")
+        env, start_s = self.env, float(self.env.now)
+        done = env.event()
+
+        def finish(_: simpy.Event) -> None:
+            self.bytes_moved[(src, dst)] += nbytes
+            if self.recorder is not None:
+                self.recorder.span(server.name, tag, start_s, env.now, nbytes)
+            done.succeed(env.now - start_s)
+
+        def send(_: simpy.Event) -> None:
+            server.submit(nbytes / bandwidth_Bps).callbacks.append(finish)
+
+        if self.spec.latency > 0:
+            env.timeout(self.spec.latency).callbacks.append(send)
+        else:
+            send(done)
+        return done
+
+    def _lookup(self, src: str, dst: str) -> tuple[FairShare, float]:
+        try:
+            return self._channels[(src, dst)]
+        except KeyError:
+            raise ValueError(
+                f"link {self.name!r} joins {self.spec.ends[0]!r} and {self.spec.ends[1]!r}, not {src!r} -> {dst!r}"
+            ) from None

@@ -1,0 +1,70 @@
+"""A roofline processor (CPU, GPU, NPU) executing kernels one at a time.
+
+Modelled: per kernel, time = max(flops / (peak_flops[dtype] * flops_efficiency),
+nbytes / (mem_bandwidth * bandwidth_efficiency)), divided by ``gather_efficiency`` for kernels over gathered
+(sparse) rows, plus a fixed per-kernel overhead. Kernels run in FIFO order of :meth:`Processor.run` calls:
+the processor keeps the time it becomes free (``busy_until``); a batch of ops is ONE SimPy event.
+
+Not modelled: concurrent kernels / streams, caches, frequency scaling, contention for memory bandwidth with
+other devices (flash DMA, copies), launch-queue depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import simpy
+
+from sim.config.hardware import ProcessorSpec
+from sim.stats.recorder import Recorder
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str
+    flops: float
+    nbytes: float  # bytes the kernel reads and writes in memory
+    dtype: str = "fp16"
+    gathered: bool = False  # runs over gathered (sparse) rows or columns
+
+
+class Processor:
+    """Roofline kernels in FIFO order; see the module docstring."""
+
+    def __init__(self, env: simpy.Environment, name: str, spec: ProcessorSpec, recorder: Recorder | None = None):
+        self.env = env
+        self.name = name
+        self.spec = spec
+        self.recorder = recorder
+        self._flops_per_s = {dtype: peak * spec.flops_efficiency for dtype, peak in spec.peak_flops.items()}
+        self._bytes_per_s = spec.mem_bandwidth * spec.bandwidth_efficiency
+        self.busy_until = 0.0
+        self.busy_s = 0.0
+        self.n_kernels = 0
+
+    def op_time_s(self, op: Op) -> float:
+        """Roofline time of one kernel, overhead included."""
+        flops_per_s = self._flops_per_s.get(op.dtype)
+        if flops_per_s is None:
+            raise ValueError(
+                f"processor {self.name!r}: op {op.name!r} has dtype {op.dtype!r}, "
+                f"known dtypes: {', '.join(sorted(self._flops_per_s))}"
+            )
+        roof_s = max(op.flops / flops_per_s, op.nbytes / self._bytes_per_s)
+        if op.gathered:
+            roof_s /= self.spec.gather_efficiency
+        return roof_s + self.spec.overhead
+
+    def run(self, ops: Sequence[Op], tag: str = "compute") -> simpy.Event:
+        """Queue ``ops`` behind earlier calls; the event (value: seconds of compute) fires when they are done."""
+        compute_s = sum(self.op_time_s(op) for op in ops)
+        now = float(self.env.now)
+        start_s = max(now, self.busy_until)
+        end_s = start_s + compute_s
+        self.busy_until = end_s
+        self.busy_s += compute_s
+        self.n_kernels += len(ops)
+        if self.recorder is not None:
+            self.recorder.span(self.name, tag, start_s, end_s, float(sum(op.nbytes for op in ops)))
+        return self.env.timeout(end_s - now, value=compute_s)
