@@ -1,0 +1,60 @@
+"""``python -m sim run FILE [--out DIR] [--set key=value ...]`` and ``python -m sim validate FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from sim.config.experiment import load_experiment
+from sim.errors import ConfigError
+from sim.runner import run_experiment
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    """``["policy.window_k=5", "dram_budget=4 GB"]`` -> {dotted: YAML-parsed value}."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "expected KEY=VALUE with a dotted KEY")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = run_experiment(args.file, args.out, parse_sets(args.set), plots=not args.no_plots,
+                         progress=not args.quiet)
+    summary = json.loads((out / "summary.json").read_text())
+    for s in summary:
+        print(f"{s['case']:<24} total {s['total_ms']:9.2f} ms/token  (io {s['io_ms']:.2f}, xfer {s['xfer_ms']:.2f}, "
+              f"mem {s['memmgmt_ms']:.2f}, compute {s['compute_ms']:.2f})  flash {s['flash_GB_per_token']:.3f} GB/token")
+    if (out / "comparison.csv").is_file():
+        print(f"comparison with published numbers: {out / 'comparison.csv'}")
+    print(f"results: {out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    cases = load_experiment(args.file, parse_sets(args.set))
+    for case in cases:
+        c = case.config
+        print(f"ok  {case.name}: {c.model} {c.dtype} on {c.hardware}/{c.processor}, policy {c.policy.name}, "
+              f"{c.decode_tokens} tokens")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run an experiment file and write its results folder")
+    run.add_argument("file", type=Path)
+    run.add_argument("--out", type=Path, default=None, help="results folder (default: results/<file stem>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config path")
+    run.add_argument("--no-plots", action="store_true", help="skip the plot scripts")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+    val = sub.add_parser("validate", help="check an experiment file without running it")
+    val.add_argument("file", type=Path)
+    val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    val.set_defaults(func=_validate)

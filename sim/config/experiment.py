@@ -1,0 +1,129 @@
+"""Experiment files: one YAML naming hardware, model, DRAM budget and policy, optionally with cases.
+
+```yaml
+name: table2
+hardware: apple-m1-max         # a hardware_profiles/ name or a path
+model: opt-6.7b                # a sim/models/profiles/ name or a path
+dtype: fp16
+processor: cpu
+dram_budget: 6.7 GB            # default: the whole of hardware memory "dram"
+decode_tokens: 32
+policy: {name: hybrid}
+cases:                         # optional; each case = the base with dotted-path overrides
+  - name: naive
+    set: {policy.name: naive}
+    published: {io_ms: 2196}   # makes the run write comparison.csv
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from sim.config.base import Bytes, StrictModel, load_yaml, set_path, validate
+from sim.config.hardware import Dtype, HardwareProfile
+from sim.config.profiles import load_hardware, load_model
+from sim.errors import ConfigError
+from sim.models.profile import ModelProfile
+from sim.policies.registry import PolicyConfig
+
+# Metrics a case may state published values for; each is a column of the run's summary.
+PublishedMetric = Literal[
+    "io_ms", "xfer_ms", "memmgmt_ms", "compute_ms", "total_ms",
+    "flash_GB_per_token", "flash_throughput_GBps", "dram_GB",
+]
+
+
+class LayoutConfig(StrictModel):
+    name: Literal["layer_major", "bundled", "coactivation"] = "layer_major"
+
+
+class ExperimentConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    reproduces: str = Field("", description="paper figure/table this reproduces, if any")
+    calibration: str = Field("", description="what was calibrated to published numbers")
+    hardware: str
+    model: str
+    dtype: Dtype = "fp16"
+    kv_dtype: Dtype = "fp16"
+    processor: str = "cpu"
+    dram_budget: Bytes | None = Field(None, description="bytes; default: capacity of memory 'dram'")
+    context_tokens: int = Field(128, ge=0)
+    decode_tokens: int = Field(32, ge=1)
+    layout: LayoutConfig = LayoutConfig()
+    policy: PolicyConfig
+    seed: int = 0
+    timeline_tokens: int = Field(3, ge=0, description="tokens whose device spans go to timeline.json")
+    plots: list[str] | None = Field(None, description="plot scripts (relative to this file); default set if unset")
+
+
+class CaseConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    set: dict[str, Any] = {}
+    published: dict[PublishedMetric, float] = {}
+
+
+class ExperimentFile(StrictModel):
+    """The file as written: the base experiment plus optional cases (validated separately)."""
+
+    cases: list[CaseConfig] = []
+
+
+@dataclass(frozen=True)
+class Case:
+    """One runnable case, fully resolved: config plus the profiles it names."""
+
+    name: str
+    config: ExperimentConfig
+    hardware: HardwareProfile
+    model: ModelProfile
+    published: dict[str, float]
+    raw: dict[str, Any]
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Case]:
+    """Read, validate and resolve every case of an experiment file (errors: one-line ConfigError).
+
+    ``overrides`` (dotted path -> value, e.g. from ``--set``) apply to the base, before each case's ``set``.
+    """
+    path = Path(path)
+    data = load_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        data = set_path(data, dotted, value)
+    cases_raw = data.pop("cases", None) or [{"name": data.get("name", path.stem)}]
+    cases = validate(ExperimentFile, {"cases": cases_raw}, path).cases
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise ConfigError(path, "cases", "case names must be unique", names)
+    return [_resolve_case(path, data, case) for case in cases]
+
+
+def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig) -> Case:
+    raw = base
+    for dotted, value in case.set.items():
+        raw = set_path(raw, dotted, value)
+    source = f"{path} (case {case.name})" if case.set else str(path)
+    config = validate(ExperimentConfig, raw, source)
+    hardware = load_hardware(config.hardware, source, "hardware")
+    model = load_model(config.model, source, "model")
+    _check_references(source, config, hardware)
+    return Case(case.name, config, hardware, model, dict(case.published), raw)
+
+
+def _check_references(source: str, config: ExperimentConfig, hardware: HardwareProfile) -> None:
+    if config.processor not in hardware.processors:
+        known = ", ".join(hardware.processors)
+        raise ConfigError(source, "processor", f"not in hardware {hardware.name!r} (has {known})", config.processor)
+    peaks = hardware.processors[config.processor].peak_flops
+    for key in ("dtype", "kv_dtype"):
+        dtype = getattr(config, key)
+        if dtype not in peaks:
+            reason = f"processor {config.processor!r} has no peak for it (has {', '.join(peaks)})"
+            raise ConfigError(source, key, reason, dtype)
+    if "dram" not in hardware.memories:
+        raise ConfigError(source, "hardware", "profile has no memory named 'dram'", hardware.name)

@@ -1,0 +1,100 @@
+"""The results folder of one run, written atomically: a temp folder renamed into place at the end.
+
+Files:
+- ``config.resolved.yaml`` — every case's fully resolved config (defaults filled in, units as SI numbers);
+- ``tokens.parquet`` — one row per (case, token): io_stall_s, xfer_s, memmgmt_s, compute_s, total_s,
+  bytes per device, policy statistics;
+- ``summary.json`` / ``summary.csv`` — per case: mean latency breakdown (ms), p50/p99, tokens/s, flash bytes
+  and throughput, DRAM tenants, SimPy events per token, which activation trace drove it;
+- ``timeline.json`` — Chrome / Perfetto trace of device activity for the first ``timeline_tokens`` tokens;
+- ``comparison.csv`` — when cases state published numbers: case,metric,published,simulated,error_pct;
+- ``*.png`` — plots made by the experiment's plot scripts from these files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sim.config.experiment import Case
+from sim.engine.simulate import CaseResult
+
+
+def write_results(tmp: Path, experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseResult]) -> None:
+    """Write every results file into the (temporary) folder ``tmp``."""
+    resolved = {
+        "experiment_file": str(experiment_path),
+        "cases": {c.name: c.config.model_dump(mode="json") for c in cases},
+        "published": {c.name: c.published for c in cases if c.published},
+    }
+    (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    tokens = pd.concat([r.tokens.assign(case=r.name) for r in results], ignore_index=True)
+    tokens.to_parquet(tmp / "tokens.parquet", index=False)
+    summaries = [r.summary for r in results]
+    (tmp / "summary.json").write_text(json.dumps(summaries, indent=2))
+    flat = [{k: v for k, v in s.items() if not isinstance(v, dict)} for s in summaries]
+    pd.DataFrame(flat).to_csv(tmp / "summary.csv", index=False)
+    (tmp / "timeline.json").write_text(json.dumps(chrome_trace(results)))
+    comparison = comparison_table(cases, results)
+    if len(comparison):
+        comparison.to_csv(tmp / "comparison.csv", index=False)
+
+
+def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd.DataFrame:
+    """case,metric,published,simulated,error_pct for every published number of every case."""
+    rows = []
+    for case, result in zip(cases, results, strict=True):
+        for metric, published in case.published.items():
+            simulated = float(result.summary[metric])
+            error = 100.0 * (simulated - published) / published if published else float("nan")
+            rows.append({"case": case.name, "metric": metric, "published": published,
+                         "simulated": round(simulated, 4), "error_pct": round(error, 2)})
+    return pd.DataFrame(rows, columns=["case", "metric", "published", "simulated", "error_pct"])
+
+
+def chrome_trace(results: Sequence[CaseResult]) -> dict:
+    """Chrome trace-event JSON: one process per case, one thread per device track, times in us."""
+    events = []
+    for pid, result in enumerate(results):
+        spans = result.spans
+        tracks = sorted(set(spans.track))
+        tid = {t: i for i, t in enumerate(tracks)}
+        events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": result.name}})
+        events += [{"ph": "M", "pid": pid, "tid": i, "name": "thread_name", "args": {"name": t}}
+                   for t, i in tid.items()]
+        for track, name, t0, t1, nbytes in zip(spans.track, spans.name, spans.start_s, spans.end_s, spans.nbytes,
+                                               strict=True):
+            events.append({"ph": "X", "pid": pid, "tid": tid[track], "name": name, "ts": t0 * 1e6,
+                           "dur": (t1 - t0) * 1e6, "args": {"bytes": nbytes}})
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+class AtomicFolder:
+    """``with AtomicFolder(out) as tmp:`` write into tmp; on success tmp replaces ``out``, on error it vanishes."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def __enter__(self) -> Path:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            self.out.rename(old)
+            self.tmp.rename(self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.tmp.rename(self.out)
