@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sim.lif.memmgmt import NeuronMatrix, max_resident_rows
 from sim.lif.window import SlidingWindow
 
 
@@ -59,3 +60,57 @@ def test_window_rejects_bad_inputs():
         SlidingWindow(2, 4, 0)
     with pytest.raises(ValueError, match="shape \\(3, 4\\), expected \\(2, 4\\)"):
         SlidingWindow(2, 4, 2).step(np.zeros((3, 4), bool))
+
+
+# ---- memory management --------------------------------------------------------------------------------
+def _mask(n: int, *idx: int) -> np.ndarray:
+    m = np.zeros((1, n), bool)
+    m[0, list(idx)] = True
+    return m
+
+
+def test_deleting_the_last_row_copies_nothing_and_a_hole_costs_one_copy():
+    mat = NeuronMatrix(10, np.array([6]), row_bytes=100.0)
+    mat.step(_mask(10, 1, 4, 7, 8), _mask(10))  # rows: 1 4 7 8
+    step = mat.step(_mask(10), _mask(10, 8))  # 8 is last
+    assert step.moves.tolist() == [0] and step.copied_bytes.tolist() == [0.0]
+    step = mat.step(_mask(10), _mask(10, 1))  # hole at row 0, last row (7) moves into it
+    assert step.moves.tolist() == [1] and step.copied_bytes.tolist() == [100.0]
+    assert mat.neuron_at[0, :2].tolist() == [7, 4] and mat.slot_of[0, 7] == 0
+
+
+def test_deleting_first_and_last_together_moves_only_the_surviving_tail_row():
+    mat = NeuronMatrix(10, np.array([4]), row_bytes=1.0)
+    mat.step(_mask(10, 0, 1, 2, 3), _mask(10))  # rows 0 1 2 3
+    step = mat.step(_mask(10, 9), _mask(10, 0, 3))
+    assert step.moves.tolist() == [1] and step.appended_bytes.tolist() == [1.0]
+    assert mat.neuron_at[0].tolist() == [2, 1, 9, -1]
+
+
+def test_copies_equal_holes_below_the_new_end_in_every_layer():
+    masks = _masks(5, 40, 3, 64, 0.15)
+    win = SlidingWindow(3, 64, k=3)
+    mat = NeuronMatrix(64, max_resident_rows(masks, 3), row_bytes=8.0)
+    for t in range(len(masks)):
+        step = win.step(masks[t])
+        slots_before, n_before = mat.slot_of.copy(), mat.n_rows.copy()
+        got = mat.step(step.load, step.evict)
+        new_end = n_before - step.evict.sum(1)
+        holes = ((slots_before < new_end[:, None]) & step.evict).sum(1)
+        assert (got.moves == holes).all()
+        assert (mat.resident == step.resident).all() and (mat.n_rows == step.resident.sum(1)).all()
+        rows = mat.neuron_at[:, : mat.n_rows.max()]
+        for layer in range(3):  # the matrix holds each resident neuron exactly once, in rows 0..n_rows-1
+            assert sorted(rows[layer, : mat.n_rows[layer]].tolist()) == np.flatnonzero(step.resident[layer]).tolist()
+
+
+def test_capacity_is_the_window_peak_and_overflow_names_the_layer():
+    masks = np.zeros((3, 2, 8), bool)
+    masks[0, 0, :3] = masks[1, 0, 3:5] = masks[2, 1, :1] = True
+    assert max_resident_rows(masks, 2).tolist() == [5, 1]
+    mat = NeuronMatrix(8, np.array([2, 2]), row_bytes=1.0)
+    assert mat.allocated_bytes == 4.0
+    with pytest.raises(ValueError, match="layer 0: 3 resident neurons exceed the preallocated 2 rows"):
+        mat.step(masks[0], np.zeros((2, 8), bool))
+    with pytest.raises(ValueError, match="layer 1: cannot delete neuron 0: it is not resident"):
+        mat.step(np.zeros((2, 8), bool), masks[2])

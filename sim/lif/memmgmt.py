@@ -1,0 +1,108 @@
+"""Neuron memory management (LLM in a Flash §3.3): one preallocated row matrix per layer in DRAM.
+
+Each layer's resident neurons occupy rows ``0 .. n_rows-1`` of a matrix of ``capacity`` rows (one row =
+one neuron's bundle, ``row_bytes``). Per token, first deletions, then insertions:
+
+* delete: every hole below the new end ``n_rows - d`` is filled by copying the last surviving row into it
+  ("copy the last row into the hole"; rows that are themselves being deleted are never copied). So deleting
+  a row that is already last copies nothing, and the number of copies is exactly the number of surviving rows
+  above the new end -- the minimum any compaction needs.
+* insert: new neurons are appended at ``n_rows ..`` in ascending neuron order (their bytes arrive from
+  flash; ``appended_bytes`` reports them separately from the copies).
+
+The row order is tracked exactly with index arrays ``slot_of [L, n]`` and ``neuron_at [L, capacity]``,
+updated for all layers at once (no loop over layers or neurons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.lif.window import SlidingWindow
+
+
+@dataclass(frozen=True, slots=True)
+class MemStep:
+    moves: np.ndarray  # [L] int64: rows copied inside the matrix (deletions)
+    copied_bytes: np.ndarray  # [L] float: moves * row_bytes
+    appended_bytes: np.ndarray  # [L] float: inserted rows * row_bytes
+    n_rows: np.ndarray  # [L] int64: resident rows after the step
+
+
+class NeuronMatrix:
+    def __init__(self, n_neurons: int, capacity_rows: np.ndarray, row_bytes: float):
+        self.capacity = np.asarray(capacity_rows, dtype=np.int64)  # [L]
+        if self.capacity.ndim != 1 or (self.capacity < 0).any() or (self.capacity > n_neurons).any():
+            raise ValueError(f"capacity_rows must be [L] in 0..{n_neurons} (got {capacity_rows!r})")
+        n_layers, width = len(self.capacity), int(self.capacity.max(initial=0))
+        self.row_bytes = float(row_bytes)
+        self.slot_of = np.full((n_layers, n_neurons), -1, np.int64)  # [L, n] row of each neuron, -1: absent
+        self.neuron_at = np.full((n_layers, width), -1, np.int64)  # [L, cap] neuron in each row
+        self.n_rows = np.zeros(n_layers, np.int64)  # [L]
+
+    @property
+    def allocated_bytes(self) -> float:
+        """Bytes of all preallocated matrices (what the DRAM tenant holds)."""
+        return float(self.capacity.sum()) * self.row_bytes
+
+    @property
+    def resident(self) -> np.ndarray:
+        return self.slot_of >= 0  # [L, n]
+
+    def step(self, insert: np.ndarray, evict: np.ndarray) -> MemStep:
+        """Delete neurons evict [L, n] (resident), then append insert [L, n] (not resident after deletion)."""
+        if (evict & ~self.resident).any():
+            layer, neuron = (np.argwhere(evict & ~self.resident)[0]).tolist()
+            raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
+        moves = self._delete(evict)
+        if (insert & self.resident).any():
+            layer, neuron = (np.argwhere(insert & self.resident)[0]).tolist()
+            raise ValueError(f"layer {layer}: cannot insert neuron {neuron}: it is already resident")
+        appended = self._append(insert)
+        return MemStep(moves, moves * self.row_bytes, appended * self.row_bytes, self.n_rows.copy())
+
+    def _delete(self, evict: np.ndarray) -> np.ndarray:
+        layer, neuron = np.nonzero(evict)  # row-major: grouped by layer
+        new_n = self.n_rows - np.bincount(layer, minlength=len(self.n_rows))  # [L]
+        width = self.neuron_at.shape[1]
+        deleted = np.zeros((len(self.n_rows), width), bool)  # [L, cap]
+        deleted[layer, self.slot_of[layer, neuron]] = True
+        cols = np.arange(width)
+        tail = cols[None, :] >= new_n[:, None]  # [L, cap]
+        hole_l, hole_s = np.nonzero(deleted & ~tail)  # ascending slot within each layer
+        movers = (cols[None, :] < self.n_rows[:, None]) & tail & ~deleted
+        mov_l, mov_rev = np.nonzero(movers[:, ::-1])  # last row first within each layer
+        mov_s = width - 1 - mov_rev
+        moved = self.neuron_at[mov_l, mov_s]
+        self.slot_of[layer, neuron] = -1
+        self.neuron_at[hole_l, hole_s] = moved
+        self.slot_of[mov_l, moved] = hole_s
+        self.neuron_at[tail] = -1
+        self.n_rows = new_n
+        return np.bincount(hole_l, minlength=len(self.n_rows)).astype(np.int64)
+
+    def _append(self, insert: np.ndarray) -> np.ndarray:
+        layer, neuron = np.nonzero(insert)  # ascending neuron within each layer
+        count = np.bincount(layer, minlength=len(self.n_rows)).astype(np.int64)  # [L]
+        over = np.flatnonzero(self.n_rows + count > self.capacity)
+        if len(over):
+            lay = int(over[0])
+            need = int(self.n_rows[lay] + count[lay])
+            raise ValueError(f"layer {lay}: {need} resident neurons exceed the preallocated {self.capacity[lay]} rows")
+        first = np.concatenate([[0], np.cumsum(count)[:-1]])  # [L] index of each layer's first insert
+        slot = self.n_rows[layer] + np.arange(len(layer)) - first[layer]
+        self.neuron_at[layer, slot] = neuron
+        self.slot_of[layer, neuron] = slot
+        self.n_rows = self.n_rows + count
+        return count
+
+
+def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:
+    """masks [T, L, n] predicted (stored) masks -> [L] max over t of |union of masks t-k+1..t| (window size)."""
+    win = SlidingWindow(masks.shape[1], masks.shape[2], k)
+    peak = np.zeros(masks.shape[1], np.int64)
+    for t in range(masks.shape[0]):  # one vectorised step per token
+        peak = np.maximum(peak, win.step(masks[t]).resident.sum(axis=1))
+    return peak
