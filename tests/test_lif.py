@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from sim.lif.memmgmt import NeuronMatrix, max_resident_rows
+from sim.lif.predictor import LowRankPredictor, Quality, TrainConfig, evaluate, recall_threshold
+from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 
 
@@ -114,3 +116,68 @@ def test_capacity_is_the_window_peak_and_overflow_names_the_layer():
         mat.step(masks[0], np.zeros((2, 8), bool))
     with pytest.raises(ValueError, match="layer 1: cannot delete neuron 0: it is not resident"):
         mat.step(np.zeros((2, 8), bool), masks[2])
+
+
+# ---- predictor ----------------------------------------------------------------------------------------
+def _planted(seed: int, t: int = 2500, layers: int = 2, d: int = 48, f: int = 160, rank: int = 5):
+    """x [T, L, d] and y [T, L, F] where y is a thresholded rank-`rank` function of x (learnable)."""
+    rng = np.random.default_rng(seed)
+    A, B = rng.standard_normal((layers, d, rank)), rng.standard_normal((layers, rank, f))
+    x = (rng.standard_normal((t, layers, d)) * 2 + 1).astype(np.float32)
+    z = np.einsum("tld,ldr,lrf->tlf", x, A, B)
+    return x, z > np.quantile(z, 0.9, axis=0)
+
+
+def test_trained_predictor_reaches_the_target_recall_on_held_out_tokens():
+    x, y = _planted(0)
+    cfg = TrainConfig(rank=8, target_recall=0.95)
+    pred = LowRankPredictor.train(x[:1800], y[:1800], [cfg, cfg], np.random.default_rng(1))
+    for q in evaluate(pred, x[1800:], y[1800:]):
+        assert q.recall >= 0.93 and abs(q.fn_rate - (1 - q.recall)) < 1e-12
+        assert q.precision >= 0.8 and q.predicted_fraction < 0.15
+
+
+def test_an_untrainable_rule_is_not_predicted_better_than_chance():
+    x, y = _planted(2)
+    y_random = np.random.default_rng(3).random(y.shape) < 0.1  # independent of x
+    cfg = TrainConfig(rank=8, epochs=5)
+    pred = LowRankPredictor.train(x[:1800], y_random[:1800], [cfg] * 2, np.random.default_rng(1))
+    for q in evaluate(pred, x[1800:], y_random[1800:]):
+        assert q.precision < 0.2  # chance level is 0.1
+
+
+def test_predictor_cost_is_d_plus_f_times_rank_per_layer():
+    x, y = _planted(0, t=300)
+    cfgs = [TrainConfig(rank=4, epochs=1), TrainConfig(rank=12, epochs=1)]
+    pred = LowRankPredictor.train(x, y, cfgs, np.random.default_rng(0))
+    assert pred.nbytes("fp16") == (48 + 160) * (4 + 12) * 2
+    assert pred.flops_per_token().tolist() == [2 * 208 * 4, 2 * 208 * 12]
+    assert pred.predict(x[:5]).shape == (5, 2, 160)
+    by_layer = np.stack([pred.layers[i].predict(x[:5, i]) for i in range(2)], axis=1)
+    assert (by_layer == pred.predict(x[:5])).all()  # zero-padded ranks change nothing
+
+
+def test_recall_threshold_keeps_the_requested_share_of_positives():
+    logits = np.arange(100, dtype=np.float32)[None, :]
+    y = np.ones((1, 100), bool)
+    t = recall_threshold(logits, y, 0.95)
+    assert (logits[y] > t).sum() == 95
+    assert (logits[y] > recall_threshold(logits, y, 1.0)).sum() == 100
+
+
+def test_statistical_predictor_matches_its_calibration():
+    true = np.random.default_rng(0).random((32, 4096)) < 0.033
+    stat = StatisticalPredictor(recall=0.95, fp_rate=0.07)
+    preds = np.stack([stat.predict(true, np.random.default_rng(s)) for s in range(20)])
+    q = Quality.of(preds, np.broadcast_to(true, preds.shape))
+    assert abs(q.recall - 0.95) < 0.01 and abs(q.fp_rate - 0.07) < 0.005
+    assert abs(q.predicted_fraction - (0.95 * 0.033 + 0.07 * 0.967)) < 0.005
+    assert "LLM in a Flash App. C" in stat.label
+
+
+def test_statistical_false_positives_follow_the_weights():
+    true = np.zeros((1, 1000), bool)
+    weights = np.zeros((1, 1000))
+    weights[0, :100] = 1.0  # only the first 100 neurons can be false positives
+    pred = StatisticalPredictor(recall=1.0, fp_rate=0.05, fp_weights=weights).predict(true, np.random.default_rng(0))
+    assert pred[0, 100:].sum() == 0 and 30 <= pred[0, :100].sum() <= 70
