@@ -2,8 +2,7 @@
 
 Only ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE: SmolLM2, Qwen2, Llama 3) is supported. The text is split
 before BPE as llama.cpp does for the file's ``tokenizer.ggml.pre`` (see ``PRE_SPLITS``); "smollm" splits every
-digit on its own, as SmolLM2's original tokenizer.json does (transformers' GGUF loader does not, so the two
-differ on multi-digit numbers). Tokens of type CONTROL (3) are special tokens matched whole.
+digit on its own, as SmolLM2's original tokenizer.json does. Tokens of type CONTROL (3) are special tokens matched whole.
 """
 
 from __future__ import annotations

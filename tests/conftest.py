@@ -1,0 +1,36 @@
+"""Shared fixtures: the SmolLM2 model file (tests marked ``model`` skip when it is not in the cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim.modelfile.registry import KNOWN_MODELS, cached_path, resolve_model_path
+
+MODEL_NAME = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def model_path(request: pytest.FixtureRequest) -> Path:
+    """Verified path of the SmolLM2 GGUF; skips if absent (a present but corrupt file fails)."""
+    if cached_path(KNOWN_MODELS[MODEL_NAME]).is_file():
+        return resolve_model_path(MODEL_NAME)
+    pytest.skip(f"model file absent: run `python -m sim model fetch {MODEL_NAME}` first")
+
+
+@pytest.fixture(scope="session")
+def smollm(model_path: Path):
+    """(cfg, weights, tokenizer) of SmolLM2-135M, loaded once per session."""
+    from sim.modelfile import load_model, load_tokenizer
+
+    cfg, w = load_model(model_path)
+    return cfg, w, load_tokenizer(model_path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the model fixtures must be marked ``model`` (so ``-m 'not model'`` really skips it)."""
+    for item in items:
+        uses = {"model_path", "smollm"} & set(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("model") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(uses)} but is not marked @pytest.mark.model")
