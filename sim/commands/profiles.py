@@ -122,8 +122,19 @@ def _rounded(value: object) -> object:
     return value
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style, except lists of scalars on one line (curve rows stay readable)."""
+
+    def represent_list(self, data: list) -> yaml.Node:
+        flow = all(not isinstance(v, dict | list) for v in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
+
+
 def _dump(data: dict) -> str:
-    return yaml.safe_dump(_rounded(data), sort_keys=False, width=120, default_flow_style=None)
+    return yaml.dump(_rounded(data), Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def hardware_yaml(hw: HardwareProfile) -> str:
