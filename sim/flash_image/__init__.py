@@ -1,0 +1,11 @@
+"""A real flash image: the model's weights laid out in one file in a chosen :mod:`sim.layout`, a JSON manifest
+beside it, and a reader that reconstructs FFN neurons ONLY from the byte extents the simulator charged.
+
+  writer.py  write_image(weights, profile, layout, path, dtype) -> manifest
+  reader.py  FlashImage.open(path): read_extents, neurons (missing extent -> MissingExtentError), verify_layer
+"""
+
+from sim.flash_image.reader import FlashImage, MissingExtentError, VerifyResult
+from sim.flash_image.writer import IMAGE_DTYPES, manifest_path, write_image
+
+__all__ = ["IMAGE_DTYPES", "FlashImage", "MissingExtentError", "VerifyResult", "manifest_path", "write_image"]
