@@ -12,7 +12,7 @@ MODEL_NAME = "smollm2-135m"
 
 
 @pytest.fixture(scope="session")
-def model_path(request: pytest.FixtureRequest) -> Path:
+def model_path() -> Path:
     """Verified path of the SmolLM2 GGUF; skips if absent (a present but corrupt file fails)."""
     if cached_path(KNOWN_MODELS[MODEL_NAME]).is_file():
         return resolve_model_path(MODEL_NAME)
@@ -22,10 +22,11 @@ def model_path(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def smollm(model_path: Path):
     """(cfg, weights, tokenizer) of SmolLM2-135M, loaded once per session."""
-    from sim.modelfile import load_model, load_tokenizer
+    from sim.modelfile import load_model, load_tokenizer, open_gguf
 
-    cfg, w = load_model(model_path)
-    return cfg, w, load_tokenizer(model_path)
+    reader = open_gguf(model_path)
+    cfg, w = load_model(reader)
+    return cfg, w, load_tokenizer(reader)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -106,8 +106,11 @@ class Weights:
     inv_freq: np.ndarray = field(default=None)  # [hd/2] RoPE inverse frequencies (llama3 factors applied)
 
     def __post_init__(self) -> None:
+        tied = self.output is self.tok_embd
         for name in ("tok_embd", "output_norm", "output", "inv_freq"):
             object.__setattr__(self, name, _readonly(getattr(self, name)))
+        if tied:  # keep one array (and the identity) for tied embeddings
+            object.__setattr__(self, "output", self.tok_embd)
 
     @staticmethod
     def random(cfg: ModelConfig, rng: np.random.Generator, scale: float = 0.1) -> Weights:

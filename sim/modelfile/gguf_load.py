@@ -27,8 +27,11 @@ from sim.modelfile.registry import resolve_model_path
 ARCH_QK_PERMUTED: dict[str, bool] = {"llama": True, "mistral": True, "qwen2": False}
 
 
-def open_gguf(name_or_path: str | os.PathLike) -> GGUFReader:
-    path = resolve_model_path(name_or_path)
+def open_gguf(model: str | os.PathLike | GGUFReader) -> GGUFReader:
+    """Known model name, GGUF path or an open reader -> reader (parsing the metadata takes seconds: share it)."""
+    if isinstance(model, GGUFReader):
+        return model
+    path = resolve_model_path(model)
     try:
         return GGUFReader(path)
     except (ValueError, OSError) as err:
@@ -106,9 +109,9 @@ def _layer(cfg: ModelConfig, t: dict[str, np.ndarray], i: int) -> LayerWeights:
     )  # fmt: skip
 
 
-def load_model(name_or_path: str | os.PathLike) -> tuple[ModelConfig, Weights]:
-    """Known model name or GGUF path -> (config, float32 read-only weights)."""
-    reader = open_gguf(name_or_path)
+def load_model(model: str | os.PathLike | GGUFReader) -> tuple[ModelConfig, Weights]:
+    """Known model name, GGUF path or open reader -> (config, float32 read-only weights)."""
+    reader = open_gguf(model)
     cfg = read_config(reader)
     t = _tensors(reader)
     try:

@@ -2,7 +2,8 @@
 
 Only ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE: SmolLM2, Qwen2, Llama 3) is supported. The text is split
 before BPE as llama.cpp does for the file's ``tokenizer.ggml.pre`` (see ``PRE_SPLITS``); "smollm" splits every
-digit on its own, as SmolLM2's original tokenizer.json does. Tokens of type CONTROL (3) are special tokens matched whole.
+digit on its own, as SmolLM2's original tokenizer.json does. Tokens of type CONTROL (3) are special tokens
+matched whole.
 """
 
 from __future__ import annotations
@@ -77,6 +78,6 @@ def tokenizer_from_reader(reader: GGUFReader) -> GGUFTokenizer:
     return GGUFTokenizer(tok, None if bos is None else int(bos), None if eos is None else int(eos), add_bos)
 
 
-def load_tokenizer(name_or_path: str | os.PathLike) -> GGUFTokenizer:
-    """Known model name or GGUF path -> tokenizer."""
-    return tokenizer_from_reader(open_gguf(name_or_path))
+def load_tokenizer(model: str | os.PathLike | GGUFReader) -> GGUFTokenizer:
+    """Known model name, GGUF path or open reader -> tokenizer."""
+    return tokenizer_from_reader(open_gguf(model))
