@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import simpy
 
+from sim.config.profiles import load_hardware, load_model
+from sim.devices import build_devices
+from sim.errors import CapacityError, ConfigError
+from sim.layout import build_layout
 from sim.lif.memmgmt import NeuronMatrix, max_resident_rows
 from sim.lif.predictor import LowRankPredictor, Quality, TrainConfig, evaluate, recall_threshold
 from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
+from sim.models.profile import ModelProfile
+from sim.policies.base import RunContext
+from sim.policies.llm_in_flash import LlmInFlash, LlmInFlashConfig
 
 
 def _masks(seed: int, t: int, layers: int, n: int, p: float) -> np.ndarray:
@@ -181,3 +189,155 @@ def test_statistical_false_positives_follow_the_weights():
     weights[0, :100] = 1.0  # only the first 100 neurons can be false positives
     pred = StatisticalPredictor(recall=1.0, fp_rate=0.05, fp_weights=weights).predict(true, np.random.default_rng(0))
     assert pred[0, 100:].sum() == 0 and 30 <= pred[0, :100].sum() <= 70
+
+
+# ---- the llm_in_flash policy --------------------------------------------------------------------------
+class ArraySource:
+    """An ActivationSource over arrays: masks [T, L, n] bool, hidden [T, L, d]."""
+
+    def __init__(self, masks: np.ndarray, hidden: np.ndarray | None = None):
+        self._masks, self._hidden, self.n_tokens = masks, hidden, len(masks)
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        return self._masks[start:stop]
+
+    def hidden(self, start: int, stop: int) -> np.ndarray:
+        return self._hidden[start:stop]
+
+    def describe(self) -> str:
+        return "test arrays"
+
+
+def _correlated_masks(seed: int, t: int, layers: int, n: int, density: float) -> np.ndarray:
+    """Heavy-tailed per-neuron rates, so some neurons are hot (as in real traces)."""
+    rng = np.random.default_rng(seed)
+    rate = rng.beta(0.3, 0.3 / density - 0.3, size=(layers, n))  # mean = density
+    return rng.random((t, layers, n)) < rate
+
+
+def _ctx(model, source, budget_bytes: float | None = None, dtype: str = "fp16", seed: int = 0) -> RunContext:
+    hw = load_hardware("apple-m1-max")
+    devices = build_devices(simpy.Environment(), hw, budget_bytes)
+    return RunContext(
+        model=model, hardware=hw, devices=devices, dtype=dtype, kv_dtype="fp16", processor="cpu",
+        context_tokens=16, layout=build_layout("layer_major", model, dtype), activations=source,
+        rng=np.random.default_rng(seed),
+    )  # fmt: skip
+
+
+def _policy(ctx: RunContext, **knobs) -> LlmInFlash:
+    policy = LlmInFlash(LlmInFlashConfig(name="llm_in_flash", **knobs))
+    policy.setup(ctx)
+    return policy
+
+
+TINY = ModelProfile(
+    name="tiny", source="test", n_layers=3, d_model=64, d_ff=256, n_heads=4, n_kv_heads=4, head_dim=16,
+    vocab_size=100, ffn_kind="relu", tied_embeddings=True,
+)  # fmt: skip
+
+
+def test_oracle_policy_reads_exactly_the_bundles_of_neurons_not_in_the_window():
+    masks = _correlated_masks(0, 40, 3, 256, 0.05)
+    policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=3, capacity_tokens=40)
+    for t in range(40):
+        before = policy.window.resident.copy()
+        plans = policy.plan_token(t)
+        for layer, plan in enumerate(plans):
+            new = np.flatnonzero(masks[t, layer] & ~before[layer])
+            assert (plan.preload == policy.layout.neuron_extents(layer, new)).all()
+            assert set(plan.preload[:, 1].tolist()) <= {TINY.neuron_bytes("fp16")}
+        assert policy.token_stats()["predictor_fn"] == 0.0
+
+
+def test_memory_management_charges_moved_rows_and_the_rebuild_alternative_charges_everything():
+    masks = _correlated_masks(1, 30, 3, 256, 0.05)
+    moved = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=2, capacity_tokens=30)
+    rebuild = _policy(
+        _ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=2, capacity_tokens=30, memory_management=False
+    )
+    nb = TINY.neuron_bytes("fp16")
+    for t in range(30):
+        a, b = moved.plan_token(t), rebuild.plan_token(t)
+        assert sum(p.memmgmt_bytes for p in a) == moved.token_stats()["memmgmt_rows_moved"] * nb
+        assert sum(p.memmgmt_bytes for p in b) == rebuild.token_stats()["neurons_resident"] * nb
+        assert sum(p.memmgmt_bytes for p in a) <= sum(p.memmgmt_bytes for p in b)
+
+
+def test_dram_holds_attention_embeddings_predictor_and_the_window_peak():
+    masks = _correlated_masks(2, 20, 3, 256, 0.05)
+    ctx = _ctx(TINY, ArraySource(masks))
+    policy = _policy(ctx, predictor="statistical", rank=8, rank_last=16, last_layers=1, capacity_tokens=20)
+    held = ctx.devices.memories["dram"].tenants()
+    assert held["predictor"] == (64 + 256) * (8 + 8 + 16) * 2
+    assert held["attention"] == 3 * TINY.attention_bytes_per_layer("fp16")
+    assert held["ffn_window"] == policy.matrix.capacity.sum() * TINY.neuron_bytes("fp16")
+    with pytest.raises(CapacityError, match="cannot allocate .* for 'ffn_window'"):
+        budget = held["embeddings"] + held["attention"] + held["predictor"] + 1.0
+        _policy(_ctx(TINY, ArraySource(masks), budget_bytes=budget), predictor="statistical", rank=8, rank_last=16,
+                last_layers=1, capacity_tokens=20)  # fmt: skip
+
+
+def test_running_past_the_dry_run_can_overflow_the_matrix_with_a_clear_error():
+    masks = np.zeros((10, 3, 256), bool)
+    masks[:5, :, :10] = True
+    masks[5:, :, :200] = True
+    policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=1, capacity_tokens=5)
+    for t in range(5):
+        policy.plan_token(t)
+    with pytest.raises(CapacityError, match="raise policy.capacity_tokens above 5"):
+        policy.plan_token(5)
+
+
+def test_coactivation_reads_double_bundles_and_keeps_friends_resident():
+    masks = _correlated_masks(3, 40, 3, 256, 0.05)
+    policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", bundling="coactivation", window_k=2,
+                     coactivation_tokens=40, capacity_tokens=40)  # fmt: skip
+    plans = policy.plan_token(0)
+    first = masks[0]
+    friends = policy.layout.friends
+    for layer, plan in enumerate(plans):
+        assert len(plan.preload) == first[layer].sum()
+        assert (plan.preload[:, 1] == 2 * TINY.neuron_bytes("fp16")).all()
+        assert policy.window.resident[layer, friends[layer, np.flatnonzero(first[layer])]].all()
+
+
+def test_ffn_compute_active_is_gathered_over_predicted_and_resident_is_dense_over_the_matrix():
+    masks = _correlated_masks(4, 10, 3, 256, 0.05)
+    active = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", capacity_tokens=10)
+    resident = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", capacity_tokens=10, ffn_compute="resident")
+    for t in range(10):
+        a, r = active.plan_token(t), resident.plan_token(t)
+        ffn_a = [op for op in a[0].ops if op.name == "ffn"]
+        ffn_r = [op for op in r[0].ops if op.name == "ffn"]
+        assert ffn_a[0].gathered and ffn_a[0].flops == 2 * masks[t, 0].sum() * TINY.neuron_weights
+        assert not ffn_r[0].gathered and ffn_r[0].flops == 2 * resident.matrix.n_rows[0] * TINY.neuron_weights
+
+
+def test_trained_predictor_policy_trains_on_the_first_tokens_and_reports_its_false_negatives():
+    x, y = _planted(5, t=700, layers=3, d=64, f=256)
+    policy = _policy(_ctx(TINY, ArraySource(y, x)), predictor="trained", rank=8, rank_last=8, train_tokens=500,
+                     capacity_tokens=100)  # fmt: skip
+    fn = [policy.plan_token(t) and policy.token_stats()["predictor_fn"] for t in range(100)]
+    assert 0.0 < np.mean(fn) < 0.12
+    assert policy.ranks.tolist() == [8, 8, 8]
+
+
+def test_opt_statistical_policy_predicts_about_ten_percent_and_loads_a_fraction_of_it():
+    opt = load_model("opt-6.7b")
+    masks = _correlated_masks(6, 24, 32, 16384, 0.033)
+    policy = _policy(_ctx(opt, ArraySource(masks)), predictor="statistical", window_k=5, capacity_tokens=24)
+    stats = []
+    for t in range(24):
+        plans = policy.plan_token(t)
+        stats.append(policy.token_stats())
+        read = sum(int(p.preload[:, 1].sum()) for p in plans)
+        assert read == stats[-1]["neurons_read"] * 16384  # bundled fp16: 16 KiB per neuron
+    per_token = 32 * 16384
+    assert 0.08 < np.mean([s["neurons_predicted"] for s in stats]) / per_token < 0.12
+    assert np.mean([s["neurons_read"] for s in stats[5:]]) < 0.6 * np.mean([s["neurons_predicted"] for s in stats])
+
+
+def test_policy_without_activations_is_a_config_error():
+    with pytest.raises(ConfigError, match="policy.predictor: needs an activation trace \\(got 'oracle'\\)"):
+        _policy(_ctx(TINY, None), predictor="oracle")

@@ -1,0 +1,195 @@
+"""The "LLM in a Flash" policy (Alizadeh et al. 2024): predictor + sliding window + bundling + memory management.
+
+Per decode step t, vectorised over layers:
+
+1. the predictor marks neurons ``pred [L, n]`` (:mod:`sim.lif.masks`: oracle, none, trained, statistical);
+2. the sliding window (:mod:`sim.lif.window`, last ``window_k`` tokens) says which are missing; their
+   ``layout.neuron_extents`` are read from flash (``bundling``: none = layer-major rows, row_column = one bundle
+   per neuron, coactivation = a double bundle bringing the closest friend, which then stays resident too);
+3. memory management (:mod:`sim.lif.memmgmt`) deletes evicted rows by moving the last row into the hole and
+   appends loaded ones; the bytes copied are charged at the DRAM copy bandwidth. ``memory_management: false``
+   models the naive alternative: the resident matrix is rebuilt (copied whole) every token;
+4. compute: attention (dense), the predictor's low-rank matmuls, and the FFN either densely over the
+   preallocated matrix's resident rows (``ffn_compute: resident``) or gathered over the predicted neurons
+   (``active``).
+
+DRAM tenants (setup; CapacityError if over the budget): embeddings, attention, predictor, and the per-layer
+preallocated FFN matrices sized by a dry run of the window over the first ``capacity_tokens`` decode steps.
+``overlap``: layer l+1's reads are issued when layer l's compute starts (the paper's Table 3 sums I/O and
+compute, i.e. no overlap, the default).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from sim.config.base import StrictModel
+from sim.devices.processor import Op
+from sim.engine.plan import LayerPlan
+from sim.errors import CapacityError, ConfigError
+from sim.layout import BaseLayout, build_layout
+from sim.lif.masks import MaskStream
+from sim.lif.memmgmt import NeuronMatrix
+from sim.lif.predictor import LowRankPredictor, TrainConfig
+from sim.lif.statistical import StatisticalPredictor
+from sim.lif.window import SlidingWindow
+from sim.models.profile import dtype_bytes
+from sim.policies.base import RunContext
+from sim.policies.ops import attention_ops, ffn_ops, lm_head_ops
+
+LAYOUT_OF_BUNDLING = {"none": "layer_major", "row_column": "bundled", "coactivation": "coactivation"}
+
+
+class LlmInFlashConfig(StrictModel):
+    name: Literal["llm_in_flash"]
+    predictor: Literal["none", "oracle", "trained", "statistical"] = "statistical"
+    rank: int = Field(128, ge=1, description="predictor rank of the first layers (paper, OPT: 128)")
+    rank_last: int = Field(1024, ge=1, description="rank of the last `last_layers` layers (paper, OPT: 1024)")
+    last_layers: int = Field(4, ge=0)
+    recall: float = Field(0.95, gt=0, le=1, description="statistical recall / trained target recall")
+    fp_rate: float = Field(0.07, ge=0, le=1, description="statistical: false positives / inactive neurons")
+    fp_weighting: Literal["uniform", "frequency"] = "frequency"
+    train_tokens: int = Field(1024, ge=16, description="trained: source tokens to train on (decode starts after)")
+    train_epochs: int = Field(30, ge=1)
+    window_k: int = Field(5, ge=1, le=65535)
+    bundling: Literal["none", "row_column", "coactivation"] = "row_column"
+    coactivation_tokens: int = Field(512, ge=2, description="source tokens whose co-activations pick friends")
+    memory_management: bool = True
+    memmgmt_appends: bool = Field(False, description="also charge appended rows as DRAM copies")
+    ffn_compute: Literal["resident", "active"] = "active"
+    overlap: bool = False
+    capacity_tokens: int = Field(256, ge=1, description="decode steps of the dry run sizing the FFN matrices")
+
+
+class LlmInFlash:
+    needs_activations = True
+
+    def __init__(self, config: LlmInFlashConfig):
+        self.config = config
+        self._stats: dict[str, float] = {}
+
+    # ---- setup ----------------------------------------------------------------------------------------
+    def setup(self, ctx: RunContext) -> None:
+        cfg, model = self.config, ctx.model
+        if ctx.activations is None and cfg.predictor != "none":
+            raise ConfigError("experiment", "policy.predictor", "needs an activation trace", cfg.predictor)
+        self.ctx, self.n_layers, self.n = ctx, model.n_layers, model.n_experts * model.d_ff
+        self.ranks = np.where(np.arange(self.n_layers) >= self.n_layers - cfg.last_layers, cfg.rank_last, cfg.rank)
+        self.stream = self._mask_stream(ctx)
+        self.layout = self._layout(ctx)
+        peak = self._dry_run()
+        self.neuron_bytes = model.neuron_bytes(ctx.dtype)
+        self.matrix = NeuronMatrix(self.n, peak, self.neuron_bytes)
+        self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
+        self._allocate(ctx)
+
+    def _mask_stream(self, ctx: RunContext) -> MaskStream:
+        cfg, src = self.config, ctx.activations
+        seed = int(ctx.rng.integers(2**62))
+        shape = (self.n_layers, self.n)
+        if cfg.predictor == "trained":
+            self.predictor = self._train(src, np.random.default_rng(seed))
+            self.ranks = self.predictor.ranks
+            return MaskStream(src, "trained", cfg.train_tokens, self.predictor, shape=shape)
+        if cfg.predictor == "statistical":
+            weights = None
+            if cfg.fp_weighting == "frequency":
+                weights = np.asarray(src.masks(0, cfg.capacity_tokens), bool).mean(axis=0) + 1e-3  # [L, n]
+            self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
+            return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape)
+        self.predictor = None
+        return MaskStream(src, cfg.predictor, 0, shape=shape)
+
+    def _train(self, src, rng: np.random.Generator) -> LowRankPredictor:
+        cfg, n = self.config, self.config.train_tokens
+        x, y = src.hidden(0, n), np.asarray(src.masks(0, n), bool)  # [T, L, d], [T, L, n]
+        cfgs = [TrainConfig(rank=int(r), epochs=cfg.train_epochs, target_recall=cfg.recall) for r in self.ranks]
+        return LowRankPredictor.train(x, y, cfgs, rng)
+
+    def _layout(self, ctx: RunContext) -> BaseLayout:
+        name = LAYOUT_OF_BUNDLING[self.config.bundling]
+        if name != "coactivation":
+            return build_layout(name, ctx.model, ctx.dtype)
+        masks = np.asarray(ctx.activations.masks(0, self.config.coactivation_tokens), bool)  # [T, L, n]
+        return build_layout(name, ctx.model, ctx.dtype, masks=masks)
+
+    def _dry_run(self) -> np.ndarray:
+        """[L] peak resident neurons over the first capacity_tokens steps (same predictions as the run)."""
+        window = SlidingWindow(self.n_layers, self.n, self.config.window_k)
+        peak = np.zeros(self.n_layers, np.int64)
+        for t in range(self.config.capacity_tokens):  # one vectorised step per token
+            _, pred = self.stream.token(t)
+            step = window.step(pred, self._friends_of(window.missing(pred)))
+            peak = np.maximum(peak, step.resident.sum(axis=1))
+        self.stream.reset()
+        return peak
+
+    def _allocate(self, ctx: RunContext) -> None:
+        model, dtype, dram = ctx.model, ctx.dtype, ctx.devices.memories["dram"]
+        dram.allocate("embeddings", model.embedding_bytes(dtype))
+        dram.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
+        if self.config.predictor in ("trained", "statistical"):
+            dram.allocate("predictor", dtype_bytes(dtype, float((model.d_model + self.n) * self.ranks.sum())))
+        dram.allocate("ffn_window", self.matrix.allocated_bytes)
+
+    # ---- per token --------------------------------------------------------------------------------------
+    def _friends_of(self, needed: np.ndarray) -> np.ndarray | None:
+        """Co-activation: the friends that arrive with the needed neurons' bundles, [L, n] bool (else None)."""
+        if self.config.bundling != "coactivation":
+            return None
+        layer, neuron = np.nonzero(needed)
+        extra = np.zeros_like(needed)
+        extra[layer, self.layout.friends[layer, neuron]] = True
+        return extra
+
+    def plan_token(self, t: int) -> list[LayerPlan]:
+        true, pred = self.stream.token(t)
+        needed = self.window.missing(pred)  # [L, n] to read
+        step = self.window.step(pred, self._friends_of(needed))
+        try:
+            mem = self.matrix.step(step.load, step.evict)
+        except ValueError as err:
+            raise CapacityError(f"llm_in_flash: {err} (raise policy.capacity_tokens above {t})") from None
+        copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
+        if self.config.memmgmt_appends:
+            copied = copied + mem.appended_bytes
+        n_ffn = pred.sum(axis=1) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
+        self._record(true, pred, needed, step.load, mem, copied)
+        return [self._layer_plan(t, l, needed[l], float(copied[l]), int(n_ffn[l])) for l in range(self.n_layers)]
+
+    def _layer_plan(self, t: int, layer: int, needed: np.ndarray, copied: float, n_ffn: int) -> LayerPlan:
+        ctx, cfg = self.ctx, self.config
+        ops = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)
+        if self.predictor is not None:
+            w = float((ctx.model.d_model + self.n) * self.ranks[layer])
+            ops = ops + (Op("predictor", 2.0 * w, dtype_bytes(ctx.dtype, w), ctx.dtype),)
+        ops = ops + ffn_ops(ctx.model, ctx.dtype, n_ffn, gathered=cfg.ffn_compute == "active")
+        if layer == self.n_layers - 1:
+            ops = ops + lm_head_ops(ctx.model, ctx.dtype)
+        return LayerPlan(
+            layer=layer,
+            issue_at=layer - 1 if cfg.overlap else layer,
+            preload=self.layout.neuron_extents(layer, needed),
+            memmgmt_bytes=copied,
+            ops=ops,
+            processor=ctx.processor,
+        )
+
+    def _record(self, true, pred, needed, loaded, mem, copied) -> None:
+        n_true = float(true.sum())
+        self._stats = {
+            "neurons_true": n_true,
+            "neurons_predicted": float(pred.sum()),
+            "neurons_read": float(needed.sum()),
+            "neurons_loaded": float(loaded.sum()),
+            "neurons_resident": float(mem.n_rows.sum()),
+            "predictor_fn": float((true & ~pred).sum()) / n_true if n_true else 0.0,
+            "memmgmt_rows_moved": float(mem.moves.sum()),
+            "memmgmt_bytes": float(copied.sum()),
+        }
+
+    def token_stats(self) -> dict[str, float]:
+        return dict(self._stats)
