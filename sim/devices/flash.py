@@ -34,16 +34,28 @@ class ReadResult:
     end_s: float
 
 
-def _axis(grid_log: np.ndarray, x_log: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower index, upper index and weight of the upper point for each x on a sorted log grid (clamped)."""
-    if grid_log.size == 1:
-        zeros = np.zeros(x_log.shape, dtype=np.intp)
-        return zeros, zeros, np.zeros(x_log.shape)
-    x = np.clip(x_log, grid_log[0], grid_log[-1])
-    hi = np.clip(np.searchsorted(grid_log, x, side="right"), 1, grid_log.size - 1)  # [...]
-    lo = hi - 1
-    w = (x - grid_log[lo]) / (grid_log[hi] - grid_log[lo])
-    return lo, hi, w
+def _merge(ext: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and lengths of the merged requests of [n, 2] int64 extents (checked, zero lengths dropped)."""
+    if ext.size == 0:
+        return ext[:, 0], ext[:, 1]
+    lowest = ext.min()
+    if lowest < 0:
+        raise ValueError("extents: offsets and lengths must be >= 0")
+    if lowest == 0:  # maybe a zero length (or just offset 0): drop empty extents
+        ext = ext[ext[:, 1] > 0]
+        if ext.shape[0] == 0:
+            return ext[:, 0], ext[:, 1]
+    order = np.argsort(ext[:, 0], kind="stable")  # [n]
+    start = ext[:, 0].take(order)  # [n] contiguous (take beats fancy indexing of a strided column)
+    reach = np.maximum.accumulate(start + ext[:, 1].take(order))  # [n] furthest end covered so far
+    new = np.empty(start.size, dtype=bool)
+    new[0] = True
+    np.greater(start[1:], reach[:-1], out=new[1:])  # a gap before this extent starts a new request
+    first = np.flatnonzero(new)  # [m]
+    end = np.empty(first.size, dtype=np.int64)  # [m] reach at the last extent of each request
+    end[:-1] = reach[first[1:] - 1]
+    end[-1] = reach[-1]
+    return start[first], end - start[first]
 
 
 class Flash:
@@ -58,6 +70,7 @@ class Flash:
         self._log_chunk = np.log(np.asarray(spec.curve.chunk_sizes, dtype=float))  # [n_chunk]
         self._log_qd = np.log(np.asarray(spec.curve.queue_depths, dtype=float))  # [n_qd]
         self._log_thr = np.log(np.asarray(spec.curve.throughput, dtype=float))  # [n_qd, n_chunk]
+        self._rows: dict[float, np.ndarray] = {}  # queue depth -> log throughput over chunk sizes [n_chunk]
         self.bytes_read = 0.0
         self.n_reads = 0
         self.n_requests = 0
@@ -65,15 +78,23 @@ class Flash:
     def throughput_Bps(self, chunk_bytes: np.ndarray | float, queue_depth: float) -> np.ndarray | float:  # noqa: N802
         """Device throughput (B/s) for requests of ``chunk_bytes`` with ``queue_depth`` outstanding."""
         chunk = np.asarray(chunk_bytes, dtype=float)
-        if np.any(chunk <= 0) or not queue_depth > 0:
+        if not queue_depth > 0 or (chunk <= 0).any():
             raise ValueError(f"{self.name}: chunk_bytes and queue_depth(={queue_depth!r}) must be > 0")
-        c0, c1, wc = _axis(self._log_chunk, np.log(chunk))
-        q0, q1, wq = _axis(self._log_qd, np.log(np.full(chunk.shape, float(queue_depth))))
-        t = self._log_thr
-        low_q = t[q0, c0] * (1 - wc) + t[q0, c1] * wc
-        high_q = t[q1, c0] * (1 - wc) + t[q1, c1] * wc
-        out = np.exp(low_q * (1 - wq) + high_q * wq)
+        out = np.exp(np.interp(np.log(chunk), self._log_chunk, self._row(float(queue_depth))))  # clamped
         return float(out) if out.ndim == 0 else out
+
+    def _row(self, queue_depth: float) -> np.ndarray:
+        """Log throughput over the chunk-size grid at ``queue_depth``: linear in log qd, clamped. Cached."""
+        row = self._rows.get(queue_depth)
+        if row is None:
+            grid, table = self._log_qd, self._log_thr
+            x = min(max(math.log(queue_depth), grid[0]), grid[-1])
+            hi = min(max(int(np.searchsorted(grid, x, side="right")), 1), grid.size - 1)
+            w = 0.0 if grid.size == 1 else (x - grid[hi - 1]) / (grid[hi] - grid[hi - 1])
+            row = table[0] if grid.size == 1 else table[hi - 1] * (1 - w) + table[hi] * w  # [n_chunk]
+            if len(self._rows) < 1024:
+                self._rows[queue_depth] = row
+        return row
 
     @staticmethod
     def merge_extents(extents: np.ndarray) -> np.ndarray:
@@ -81,21 +102,8 @@ class Flash:
 
         Zero-length extents are dropped; a negative offset or length is a ValueError.
         """
-        ext = np.asarray(extents, dtype=np.int64).reshape(-1, 2)  # [n, 2]
-        if ext.size and (ext.min(axis=0) < 0).any():
-            raise ValueError("extents: offsets and lengths must be >= 0")
-        ext = ext[ext[:, 1] > 0]
-        if ext.shape[0] == 0:
-            return np.empty((0, 2), dtype=np.int64)
-        ext = ext[np.argsort(ext[:, 0], kind="stable")]
-        start = ext[:, 0]  # [n]
-        reach = np.maximum.accumulate(start + ext[:, 1])  # [n] furthest end covered so far
-        new = np.empty(start.size, dtype=bool)
-        new[0] = True
-        new[1:] = start[1:] > reach[:-1]  # a gap before this extent starts a new request
-        first = np.flatnonzero(new)  # [m]
-        last = np.append(first[1:] - 1, start.size - 1)  # [m]
-        return np.stack([start[first], reach[last] - start[first]], axis=1)
+        start, length = _merge(np.asarray(extents, dtype=np.int64).reshape(-1, 2))  # [m], [m]
+        return np.stack([start, length], axis=1)
 
     def service_time_s(self, extents: np.ndarray, queue_depth: int | None = None) -> tuple[float, int, float]:
         """(seconds alone on the device, requests after merging, bytes) for one read batch."""
@@ -103,7 +111,7 @@ class Flash:
         return (self.spec.latency + transfer_s if n else 0.0), n, nbytes
 
     def _transfer(self, extents: np.ndarray, queue_depth: int | None) -> tuple[float, int, float]:
-        lengths = self.merge_extents(extents)[:, 1].astype(float)  # [m]
+        lengths = _merge(np.asarray(extents, dtype=np.int64).reshape(-1, 2))[1].astype(float)  # [m]
         n = int(lengths.size)
         if n == 0:
             return 0.0, 0, 0.0
