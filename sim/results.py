@@ -53,8 +53,15 @@ def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd
         for metric, published in case.published.items():
             simulated = float(result.summary[metric])
             error = 100.0 * (simulated - published) / published if published else float("nan")
-            rows.append({"case": case.name, "metric": metric, "published": published,
-                         "simulated": round(simulated, 4), "error_pct": round(error, 2)})
+            rows.append(
+                {
+                    "case": case.name,
+                    "metric": metric,
+                    "published": published,
+                    "simulated": round(simulated, 4),
+                    "error_pct": round(error, 2),
+                }
+            )
     return pd.DataFrame(rows, columns=["case", "metric", "published", "simulated", "error_pct"])
 
 
@@ -66,12 +73,23 @@ def chrome_trace(results: Sequence[CaseResult]) -> dict:
         tracks = sorted(set(spans.track))
         tid = {t: i for i, t in enumerate(tracks)}
         events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": result.name}})
-        events += [{"ph": "M", "pid": pid, "tid": i, "name": "thread_name", "args": {"name": t}}
-                   for t, i in tid.items()]
-        for track, name, t0, t1, nbytes in zip(spans.track, spans.name, spans.start_s, spans.end_s, spans.nbytes,
-                                               strict=True):
-            events.append({"ph": "X", "pid": pid, "tid": tid[track], "name": name, "ts": t0 * 1e6,
-                           "dur": (t1 - t0) * 1e6, "args": {"bytes": nbytes}})
+        events += [
+            {"ph": "M", "pid": pid, "tid": i, "name": "thread_name", "args": {"name": t}} for t, i in tid.items()
+        ]
+        for track, name, t0, t1, nbytes in zip(
+            spans.track, spans.name, spans.start_s, spans.end_s, spans.nbytes, strict=True
+        ):
+            events.append(
+                {
+                    "ph": "X",
+                    "pid": pid,
+                    "tid": tid[track],
+                    "name": name,
+                    "ts": t0 * 1e6,
+                    "dur": (t1 - t0) * 1e6,
+                    "args": {"bytes": nbytes},
+                }
+            )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 

@@ -42,8 +42,13 @@ def plot_scripts(experiment_path: Path, cases: Sequence[Case]) -> list[Path]:
     return [PLOTS_DIR / n for n in names]
 
 
-def run_experiment(path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                   plots: bool = True, progress: bool = True) -> Path:
+def run_experiment(
+    path: str | Path,
+    out: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> Path:
     """Simulate every case of ``path`` and write the results folder; returns its path."""
     path = Path(path)
     cases = load_experiment(path, overrides)

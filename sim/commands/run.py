@@ -25,12 +25,14 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = run_experiment(args.file, args.out, parse_sets(args.set), plots=not args.no_plots,
-                         progress=not args.quiet)
+    out = run_experiment(args.file, args.out, parse_sets(args.set), plots=not args.no_plots, progress=not args.quiet)
     summary = json.loads((out / "summary.json").read_text())
     for s in summary:
-        print(f"{s['case']:<24} total {s['total_ms']:9.2f} ms/token  (io {s['io_ms']:.2f}, xfer {s['xfer_ms']:.2f}, "
-              f"mem {s['memmgmt_ms']:.2f}, compute {s['compute_ms']:.2f})  flash {s['flash_GB_per_token']:.3f} GB/token")
+        print(
+            f"{s['case']:<24} total {s['total_ms']:9.2f} ms/token  (io {s['io_ms']:.2f}, xfer {s['xfer_ms']:.2f}, "
+            f"mem {s['memmgmt_ms']:.2f}, compute {s['compute_ms']:.2f})  "
+            f"flash {s['flash_GB_per_token']:.3f} GB/token"
+        )
     if (out / "comparison.csv").is_file():
         print(f"comparison with published numbers: {out / 'comparison.csv'}")
     print(f"results: {out}")
@@ -41,8 +43,10 @@ def _validate(args: argparse.Namespace) -> int:
     cases = load_experiment(args.file, parse_sets(args.set))
     for case in cases:
         c = case.config
-        print(f"ok  {case.name}: {c.model} {c.dtype} on {c.hardware}/{c.processor}, policy {c.policy.name}, "
-              f"{c.decode_tokens} tokens")
+        print(
+            f"ok  {case.name}: {c.model} {c.dtype} on {c.hardware}/{c.processor}, policy {c.policy.name}, "
+            f"{c.decode_tokens} tokens"
+        )
     return 0
 
 

@@ -33,8 +33,14 @@ from sim.policies.registry import PolicyConfig
 
 # Metrics a case may state published values for; each is a column of the run's summary.
 PublishedMetric = Literal[
-    "io_ms", "xfer_ms", "memmgmt_ms", "compute_ms", "total_ms",
-    "flash_GB_per_token", "flash_throughput_GBps", "dram_GB",
+    "io_ms",
+    "xfer_ms",
+    "memmgmt_ms",
+    "compute_ms",
+    "total_ms",
+    "flash_GB_per_token",
+    "flash_throughput_GBps",
+    "dram_GB",
 ]
 
 
@@ -48,6 +54,11 @@ class ExperimentConfig(StrictModel):
     reproduces: str = Field("", description="paper figure/table this reproduces, if any")
     calibration: str = Field("", description="what was calibrated to published numbers")
     hardware: str
+    hardware_overrides: dict[str, Any] = Field(
+        {},
+        description="merged over the hardware profile: calibrations and what-if changes, e.g. "
+        "{processors: {cpu: {bandwidth_efficiency: 0.03}}}",
+    )
     model: str
     dtype: Dtype = "fp16"
     kv_dtype: Dtype = "fp16"
@@ -109,7 +120,7 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig) -> Case:
         raw = set_path(raw, dotted, value)
     source = f"{path} (case {case.name})" if case.set else str(path)
     config = validate(ExperimentConfig, raw, source)
-    hardware = load_hardware(config.hardware, source, "hardware")
+    hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
     model = load_model(config.model, source, "model")
     _check_references(source, config, hardware)
     return Case(case.name, config, hardware, model, dict(case.published), raw)
@@ -127,3 +138,9 @@ def _check_references(source: str, config: ExperimentConfig, hardware: HardwareP
             raise ConfigError(source, key, reason, dtype)
     if "dram" not in hardware.memories:
         raise ConfigError(source, "hardware", "profile has no memory named 'dram'", hardware.name)
+    compute_memory, flash_memory = hardware.processors[config.processor].memory, hardware.flash.target_memory
+    if compute_memory != flash_memory and not any(
+        set(link.ends) == {compute_memory, flash_memory} for link in hardware.links.values()
+    ):
+        reason = f"computes out of {compute_memory!r} but flash reads into {flash_memory!r} and no link joins them"
+        raise ConfigError(source, "processor", reason, config.processor)

@@ -78,9 +78,7 @@ class ProcessorSpec(StrictModel):
     overhead: Seconds = Field(description="fixed cost per kernel, s")
     flops_efficiency: float = Field(1.0, gt=0, le=1, description="achieved / peak FLOP/s")
     bandwidth_efficiency: float = Field(1.0, gt=0, le=1, description="achieved / peak bytes/s")
-    gather_efficiency: float = Field(
-        1.0, gt=0, le=1, description="extra factor on kernels over gathered (sparse) rows"
-    )
+    gather_efficiency: float = Field(1.0, gt=0, le=1, description="extra factor on kernels over gathered (sparse) rows")
 
 
 class HardwareProfile(StrictModel):

@@ -51,10 +51,19 @@ def _raw_hardware(name: str, source: str, key: str, seen: tuple[str, ...] = ()) 
     return deep_merge(base, data), path
 
 
-def load_hardware(name: str, source: str = "<command line>", key: str = "hardware") -> HardwareProfile:
-    """Load hardware profile ``name`` (a name in hardware_profiles/ or a path to a YAML file)."""
+def load_hardware(
+    name: str, source: str = "<command line>", key: str = "hardware", overrides: dict | None = None
+) -> HardwareProfile:
+    """Load hardware profile ``name`` (a name in hardware_profiles/ or a path to a YAML file).
+
+    ``overrides`` (an experiment's ``hardware_overrides``) are deep-merged last; errors in them name the
+    experiment file and the ``hardware_overrides.`` key.
+    """
     data, path = _raw_hardware(name, source, key)
-    return validate(HardwareProfile, data, path)
+    profile = validate(HardwareProfile, data, path)
+    if not overrides:
+        return profile
+    return validate(HardwareProfile, deep_merge(data, overrides), source, prefix="hardware_overrides")
 
 
 def load_model(name: str, source: str = "<command line>", key: str = "model") -> ModelProfile:

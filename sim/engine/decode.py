@@ -4,7 +4,10 @@ Order of events within a token (same-time ties resolve in SimPy's FIFO order of 
 - compute *reaches* layer l (``reached[l]`` fires) after finishing layer l-1;
 - the loader walks the plans in layer order; for each plan with a preload it waits for
   ``reached[plan.issue_at]`` (immediately if ``issue_at < 0``), issues the read, waits for it, and fires
-  ``loaded[l]``. The loader keeps one read batch in flight (a batch is internally parallel: queue depth);
+  ``loaded[l]``. The loader keeps one read batch in flight (a batch is internally parallel: queue depth).
+  If the plan's processor computes out of another memory than flash reads into (a GPU's VRAM), the same
+  bytes also cross the link between them, streamed in chunks alongside the read: fluidly, the link job
+  starts with the read and ``loaded[l]`` fires when both are done (time = max(read, transfer));
 - compute, per layer: wait ``loaded`` -> on-demand read -> link transfers -> DRAM copy -> processor ops.
 Tokens are a barrier: token t+1 starts when both processes of token t are done, because its inputs
 depend on token t's output.
@@ -44,7 +47,14 @@ def _loader(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan]
             continue
         if plan.issue_at >= 0:
             yield reached[plan.issue_at]
-        yield devices.flash.read(plan.preload, tag=f"L{plan.layer} preload")
+        read = devices.flash.read(plan.preload, tag=f"L{plan.layer} preload")
+        dst = devices.processors[plan.processor].spec.memory
+        src = devices.flash.spec.target_memory
+        if dst != src:
+            nbytes = float(plan.preload[:, 1].sum())
+            xfer = devices.link_between(src, dst).transfer(src, dst, nbytes, f"L{plan.layer} stage")
+            read = env.all_of([read, xfer])
+        yield read
         loaded[plan.layer].succeed()
 
 

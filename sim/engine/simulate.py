@@ -14,7 +14,6 @@ import simpy
 from sim.config.experiment import Case
 from sim.devices import Devices, build_devices
 from sim.engine.decode import TokenTimes, run_token
-from sim.engine.plan import LayerPlan
 from sim.layout import build_layout
 from sim.policies.base import RunContext
 from sim.policies.registry import make_policy
@@ -62,23 +61,28 @@ def simulate_case(case: Case, progress: Callable[[int], None] | None = None, tim
 
 
 def _decode(env, devices: Devices, policy, cfg, recorder: Recorder, rows: list, progress):
-    flash = devices.flash
     for t in range(cfg.decode_tokens):
         recorder.enabled = recorder.enabled and t < cfg.timeline_tokens
         plans = policy.plan_token(t)
-        bytes_before = flash.bytes_read
+        before = _byte_counters(devices)
         times: TokenTimes = yield env.process(run_token(env, devices, plans))
-        rows.append(_row(t, times, flash.bytes_read - bytes_before, plans, policy.token_stats()))
+        recorder.span("token", f"token {t}", times.start_s, times.end_s)
+        moved = {k: v - before[k] for k, v in _byte_counters(devices).items()}
+        rows.append(_row(t, times, moved, policy.token_stats()))
         if progress:
             progress(1)
 
 
-def _row(t: int, times: TokenTimes, flash_bytes: float, plans: list[LayerPlan], extra: dict) -> dict[str, float]:
-    xfer_bytes: dict[str, float] = {}
-    for plan in plans:
-        for x in plan.transfers:
-            key = f"{x.src}_to_{x.dst}_bytes"
-            xfer_bytes[key] = xfer_bytes.get(key, 0.0) + x.nbytes
+def _byte_counters(devices: Devices) -> dict[str, float]:
+    """Cumulative bytes per device: flash reads, each link direction, each memory's copies."""
+    counters = {"flash_bytes": devices.flash.bytes_read}
+    for link in devices.links.values():
+        counters |= {f"{link.name}_{a}_to_{b}_bytes": n for (a, b), n in link.bytes_moved.items()}
+    counters |= {f"{m.name}_copy_bytes": m.bytes_copied for m in devices.memories.values()}
+    return counters
+
+
+def _row(t: int, times: TokenTimes, moved: dict[str, float], extra: dict) -> dict[str, float]:
     return {
         "token": t,
         "start_s": times.start_s,
@@ -87,18 +91,19 @@ def _row(t: int, times: TokenTimes, flash_bytes: float, plans: list[LayerPlan], 
         "memmgmt_s": times.memmgmt_s,
         "compute_s": times.compute_s,
         "total_s": times.total_s,
-        "flash_bytes": flash_bytes,
-        "dram_copy_bytes": sum(p.memmgmt_bytes for p in plans),
-        **xfer_bytes,
+        **moved,
         **extra,
     }
 
 
-def _summarise(case: Case, tokens: pd.DataFrame, resident: dict, devices: Devices, n_events: int,
-               wall_s: float, ctx: RunContext) -> dict[str, Any]:
+def _summarise(
+    case: Case, tokens: pd.DataFrame, resident: dict, devices: Devices, n_events: int, wall_s: float, ctx: RunContext
+) -> dict[str, Any]:
     n = len(tokens)
-    mean_ms = {f"{c.removesuffix('_s')}_ms": 1e3 * float(tokens[c].mean())
-               for c in ("io_stall_s", "xfer_s", "memmgmt_s", "compute_s", "total_s")}
+    mean_ms = {
+        f"{c.removesuffix('_s')}_ms": 1e3 * float(tokens[c].mean())
+        for c in ("io_stall_s", "xfer_s", "memmgmt_s", "compute_s", "total_s")
+    }
     flash = devices.flash
     return {
         "case": case.name,

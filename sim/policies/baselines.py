@@ -18,7 +18,7 @@ import numpy as np
 
 from sim.config.base import StrictModel
 from sim.engine.plan import NO_EXTENTS, LayerPlan
-from sim.layout import EMBEDDINGS
+from sim.layout import EMBEDDINGS, coalesce
 from sim.models.profile import ATTENTION_OPS
 from sim.policies.base import RunContext
 from sim.policies.ops import dense_layer_ops
@@ -107,7 +107,7 @@ class Hybrid(_Dense):
         if n_resident:
             dram.allocate("ffn", n_resident * model.n_layers * model.neuron_bytes(dtype))
         streamed = np.arange(n_resident, n_neurons)
-        self.preloads = [ctx.layout.neuron_extents(l, streamed) for l in range(model.n_layers)]
+        self.preloads = [coalesce(ctx.layout.neuron_extents(l, streamed)) for l in range(model.n_layers)]
         self.resident_fraction = n_resident / n_neurons
 
     @staticmethod
