@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
+from typing import Any
 
 import simpy
 
@@ -28,7 +30,7 @@ class FairShare:
     def __init__(self, env: simpy.Environment, name: str):
         self.env = env
         self.name = name
-        self._jobs: list[tuple[float, int, simpy.Event]] = []  # heap of (finish tag, seq, event)
+        self._jobs: list[tuple[float, int, simpy.Event, Callable[[], Any] | None]] = []  # (tag, seq, event, result)
         self._seq = 0
         self._vclock = 0.0  # service received per active job since the server was last empty, s
         self._last_s = 0.0  # sim time at which _vclock was last brought up to date
@@ -55,19 +57,25 @@ class FairShare:
         """Integral of n_active over time up to now; divided by elapsed time it is the mean number in system."""
         return self._job_s + len(self._jobs) * (self.env.now - self._last_s)
 
-    def submit(self, work_s: float) -> simpy.Event:
-        """Start a job needing ``work_s`` seconds of exclusive service; the event succeeds when it is done."""
+    def submit(
+        self, work_s: float, done: simpy.Event | None = None, result: Callable[[], Any] | None = None
+    ) -> simpy.Event:
+        """Start a job needing ``work_s`` seconds of exclusive service; the event succeeds when it is done.
+
+        Devices may pass the (untriggered) event to succeed and a ``result()`` called at completion time for
+        its value, so that a read or transfer costs no extra SimPy event on top of the job's own.
+        """
         if not work_s >= 0.0:
             raise ValueError(f"{self.name}: work_s(={work_s!r}) must be >= 0")
-        done = self.env.event()
+        done = self.env.event() if done is None else done
         self.n_submitted += 1
         if work_s == 0.0:
             self.n_completed += 1
-            return done.succeed()
+            return done.succeed(result() if result else None)
         self._advance()
         if not self._jobs:
             self._busy_since = self.env.now
-        heapq.heappush(self._jobs, (self._vclock + work_s, self._seq, done))
+        heapq.heappush(self._jobs, (self._vclock + work_s, self._seq, done, result))
         self._seq += 1
         self._reschedule()
         return done
@@ -84,9 +92,9 @@ class FairShare:
                 self._vclock += (now - self._last_s) / n
         self._last_s = now
         while self._jobs and self._jobs[0][0] <= self._vclock:
-            _, _, done = heapq.heappop(self._jobs)
+            _, _, done, result = heapq.heappop(self._jobs)
             self.n_completed += 1
-            done.succeed()
+            done.succeed(result() if result else None)
         if not self._jobs and n:
             self._busy_s += now - self._busy_since
             self._vclock = 0.0  # restart the virtual clock so tags stay small (precision)

@@ -143,19 +143,16 @@ class Flash:
         done = env.event()
         service_s = self.spec.latency + transfer_s if n_requests else 0.0
 
-        def finish(_: simpy.Event) -> None:
+        def result() -> ReadResult:
             self.bytes_read += nbytes
             self.n_reads += 1
             self.n_requests += n_requests
-            if self.recorder is not None:
+            if self.recorder is not None and n_requests:
                 self.recorder.span(self.name, tag, start_s, env.now, nbytes)
-            done.succeed(ReadResult(nbytes, n_requests, service_s, start_s, env.now))
-
-        def transfer(_: simpy.Event) -> None:
-            self.server.submit(transfer_s).callbacks.append(finish)
+            return ReadResult(nbytes, n_requests, service_s, start_s, env.now)
 
         if n_requests and self.spec.latency > 0:
-            env.timeout(self.spec.latency).callbacks.append(transfer)
+            env.timeout(self.spec.latency).callbacks.append(lambda _: self.server.submit(transfer_s, done, result))
         else:
-            transfer(done)
+            self.server.submit(transfer_s, done, result)
         return done

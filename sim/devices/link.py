@@ -44,19 +44,17 @@ class Link:
         env, start_s = self.env, float(self.env.now)
         done = env.event()
 
-        def finish(_: simpy.Event) -> None:
+        def result() -> float:
             self.bytes_moved[(src, dst)] += nbytes
             if self.recorder is not None:
                 self.recorder.span(server.name, tag, start_s, env.now, nbytes)
-            done.succeed(env.now - start_s)
+            return env.now - start_s
 
-        def send(_: simpy.Event) -> None:
-            server.submit(nbytes / bandwidth_Bps).callbacks.append(finish)
-
+        work_s = nbytes / bandwidth_Bps
         if self.spec.latency > 0:
-            env.timeout(self.spec.latency).callbacks.append(send)
+            env.timeout(self.spec.latency).callbacks.append(lambda _: server.submit(work_s, done, result))
         else:
-            send(done)
+            server.submit(work_s, done, result)
         return done
 
     def _lookup(self, src: str, dst: str) -> tuple[FairShare, float]:

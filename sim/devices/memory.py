@@ -92,13 +92,13 @@ class Memory:
         env, start_s = self.env, float(self.env.now)
         done = env.event()
 
-        def finish(_: simpy.Event) -> None:
+        def result() -> float:
             self.bytes_copied += nbytes
             if self.recorder is not None:
                 self.recorder.span(self.copier.name, tag, start_s, env.now, nbytes)
-            done.succeed(env.now - start_s)
+            return env.now - start_s
 
-        self.copier.submit(nbytes / self.spec.copy_bandwidth).callbacks.append(finish)
+        self.copier.submit(nbytes / self.spec.copy_bandwidth, done, result)
         return done
 
     def _over_message(self, tenant: str, nbytes: float) -> str:
