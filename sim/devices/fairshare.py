@@ -9,7 +9,9 @@ the server was empty; it advances at rate 1/n. A job arriving at virtual time V 
 reaches its tag V + w, so the active set is a heap of (tag, submission seq). Every arrival or completion
 schedules ONE SimPy timeout for the earliest tag; an older timeout that fires later is recognised as stale by
 a generation counter and ignored. Jobs whose tags are equal (equal work submitted at the same instant)
-complete at the same instant in submission order.
+complete at the same instant in submission order. When the scheduled completion instant is reached (by its
+timeout, or by an arrival at that very instant) V is set to exactly the due tag rather than advanced by
+arithmetic, so float rounding can neither move a completion nor spin on zero-length timeouts.
 """
 
 from __future__ import annotations
