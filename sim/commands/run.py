@@ -44,7 +44,8 @@ def _validate(args: argparse.Namespace) -> int:
     for case in cases:
         c = case.config
         print(
-            f"ok  {case.name}: {c.model} {c.dtype} on {c.hardware}/{c.processor}, policy {c.policy.name}, "
+            f"ok  {case.name}: {case.model.name} {c.dtype} on {case.hardware.name}/{c.processor}, "
+            f"policy {c.policy.name}, "
             f"{c.decode_tokens} tokens"
         )
     return 0
