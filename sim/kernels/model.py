@@ -2,7 +2,9 @@
 
 Orientation: every projection matrix is stored as GGUF/torch stores it, ``[out_features, in_features]``, so a
 linear layer is ``x @ W.T``. For the FFN this means ``gate`` and ``up`` are ``[d_ff, d_model]`` (neuron i is
-row i) and ``down`` is ``[d_model, d_ff]`` (neuron i is column i).
+row i) and ``down`` is ``[d_model, d_ff]`` (neuron i is column i). ``down`` is kept in Fortran order so that each
+neuron's column is contiguous in memory (as in LLM in a Flash's row-column bundling): gathering k columns is a
+k-row memcpy instead of a strided gather (measured 10x faster in numpy).
 
 q/k rows are in Hugging Face order (llama-arch GGUFs are un-permuted at load, see ``sim.modelfile.gguf_load``),
 so RoPE is the rotate-half ("NEOX") form for every supported architecture.
@@ -65,10 +67,10 @@ class ModelConfig:
         )
 
 
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
+def _readonly(a: np.ndarray | None, order: str = "C") -> np.ndarray | None:
     if a is None:
         return None
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    a = np.asarray(a, dtype=np.float32, order=order)
     a.flags.writeable = False
     return a
 
@@ -85,14 +87,14 @@ class LayerWeights:
     ffn_norm: np.ndarray  # [d]
     gate: np.ndarray  # [d_ff, d]   neuron i = row i
     up: np.ndarray  # [d_ff, d]     neuron i = row i
-    down: np.ndarray  # [d, d_ff]   neuron i = column i
+    down: np.ndarray  # [d, d_ff]   neuron i = column i; Fortran order, so a column is contiguous
     bq: np.ndarray | None = None  # [n_heads*hd] (qwen2)
     bk: np.ndarray | None = None  # [n_kv*hd]
     bv: np.ndarray | None = None  # [n_kv*hd]
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
+            object.__setattr__(self, name, _readonly(getattr(self, name), "F" if name == "down" else "C"))
 
 
 @dataclass(frozen=True)
