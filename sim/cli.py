@@ -21,7 +21,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m sim", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="python -m sim",
+        description="Discrete-event simulator of storage and memory hierarchies for sparse LLM inference.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(sim.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"sim.commands.{info.name}").register(sub)
