@@ -22,12 +22,16 @@ Hooks (``Hooks(observer=..., ffn_selector=...)``):
 
 Example (capture |ffn_act| of every layer while prefilling, then decode with TEAL-style 50% sparsity)::
 
+    from sim.kernels import FfnSelector, Hooks, RunState, decode_step, prefill
+    from sim.modelfile import load_model, load_tokenizer
+
     cfg, w = load_model("smollm2-135m")
+    tokens = load_tokenizer("smollm2-135m").encode("The capital of France is")
     state = RunState.new(cfg, max_seq=512)
     mags = {}
     prefill(cfg, w, state, tokens, Hooks(observer=lambda a: mags.__setitem__(a.layer, np.abs(a.ffn_act))))
     half = FfnSelector(lambda layer, x, act: np.abs(act) >= np.median(np.abs(act), axis=1, keepdims=True))
-    logits = decode_step(cfg, w, state, next_token, Hooks(ffn_selector=half))
+    logits = decode_step(cfg, w, state, 6342, Hooks(ffn_selector=half))
 """
 
 from __future__ import annotations
