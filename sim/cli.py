@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `python -m sim profiles | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

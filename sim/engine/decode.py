@@ -60,7 +60,8 @@ def _loader(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan]
 
 def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded, times):
     for plan in plans:
-        reached[plan.layer].succeed()
+        if plan.layer in reached:
+            reached[plan.layer].succeed()
         wait_for = plan.layer if plan.preload.shape[0] else plan.ready_with
         t0 = env.now
         if wait_for is not None:
@@ -83,10 +84,13 @@ def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan
 
 
 def run_token(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan]):
-    """SimPy process: one decode step; returns its :class:`TokenTimes`."""
-    n_layers = len(plans)
-    reached = [env.event() for _ in range(n_layers)]
-    loaded = [env.event() for _ in range(n_layers)]
+    """SimPy process: one decode step; returns its :class:`TokenTimes`.
+
+    Only the ``reached`` events some preload waits for, and the ``loaded`` events of layers with a preload,
+    exist (an event nobody waits for would cost a scheduling step per layer).
+    """
+    reached = {p.issue_at: env.event() for p in plans if p.preload.shape[0] and p.issue_at >= 0}
+    loaded = {p.layer: env.event() for p in plans if p.preload.shape[0]}
     times = TokenTimes(start_s=env.now)
     loader = env.process(_loader(env, devices, plans, reached, loaded))
     yield env.process(_compute(env, devices, plans, reached, loaded, times))
