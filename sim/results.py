@@ -8,6 +8,8 @@ Files:
   and throughput, DRAM tenants, SimPy events per token, which activation trace drove it;
 - ``timeline.json`` — Chrome / Perfetto trace of device activity for the first ``timeline_tokens`` tokens;
 - ``comparison.csv`` — when cases state published numbers: case,metric,published,simulated,error_pct;
+- ``about.md`` — what was run: description, the paper figure it reproduces, what was calibrated, and per case
+  the hardware, model, policy and which activation trace drove it;
 - ``*.png`` — plots made by the experiment's plot scripts from these files.
 """
 
@@ -41,9 +43,30 @@ def write_results(tmp: Path, experiment_path: Path, cases: Sequence[Case], resul
     flat = [{k: v for k, v in s.items() if not isinstance(v, dict)} for s in summaries]
     pd.DataFrame(flat).to_csv(tmp / "summary.csv", index=False)
     (tmp / "timeline.json").write_text(json.dumps(chrome_trace(results)))
+    (tmp / "about.md").write_text(about(experiment_path, cases, results))
     comparison = comparison_table(cases, results)
     if len(comparison):
         comparison.to_csv(tmp / "comparison.csv", index=False)
+
+
+def about(experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseResult]) -> str:
+    """A short human-readable account of the run (no numbers: those are in the tables)."""
+    first = cases[0].config
+    lines = [f"# {first.name}", "", f"Experiment file: `{experiment_path}`", ""]
+    lines += [first.description, ""] if first.description else []
+    lines += [f"Reproduces: {first.reproduces}", ""] if first.reproduces else []
+    lines += [f"Calibration: {first.calibration}", ""] if first.calibration else []
+    lines += [
+        "| case | hardware | model | dtype | processor | policy | activations (which trace drove it) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, result in zip(cases, results, strict=True):
+        c = case.config
+        lines.append(
+            f"| {case.name} | {case.hardware.name} | {case.model.name} | {c.dtype} | {c.processor} | "
+            f"{c.policy.name} | {result.summary['activations']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd.DataFrame:

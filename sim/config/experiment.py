@@ -69,6 +69,7 @@ class ExperimentConfig(StrictModel):
     layout: LayoutConfig = LayoutConfig()
     policy: PolicyConfig
     seed: int = 0
+    ci: bool = Field(False, description="run in CI; its comparison.csv must match experiments/expected/<name>.csv")
     timeline_tokens: int = Field(3, ge=0, description="tokens whose device spans go to timeline.json")
     plots: list[str] | None = Field(None, description="plot scripts (relative to this file); default set if unset")
 

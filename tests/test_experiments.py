@@ -1,0 +1,33 @@
+"""Every experiment file validates; the CI-flagged ones run and match their committed expected output.
+
+``experiments/expected/<name>.csv`` is the comparison.csv of a reviewed run. Regenerate it deliberately with
+``python -m sim run experiments/<name>.yaml --out /tmp/x && cp /tmp/x/comparison.csv experiments/expected/<name>.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.config.experiment import load_experiment
+from sim.runner import run_experiment
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+FILES = sorted(EXPERIMENTS.glob("*.yaml"))
+CI_FILES = [p for p in FILES if load_experiment(p)[0].config.ci]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_experiment_file_validates(path):
+    assert load_experiment(path)
+
+
+@pytest.mark.parametrize("path", CI_FILES, ids=[p.stem for p in CI_FILES])
+def test_ci_experiment_matches_expected(path, tmp_path):
+    out = run_experiment(path, tmp_path / "out", plots=False, progress=False)
+    got = pd.read_csv(out / "comparison.csv")
+    expected = pd.read_csv(EXPERIMENTS / "expected" / f"{path.stem}.csv")
+    pd.testing.assert_frame_equal(got[["case", "metric", "published"]], expected[["case", "metric", "published"]])
+    assert got["simulated"].to_numpy() == pytest.approx(expected["simulated"].to_numpy(), rel=1e-6, abs=1e-9)
