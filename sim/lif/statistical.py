@@ -31,17 +31,27 @@ class StatisticalPredictor:
     def __post_init__(self) -> None:
         if not 0.0 <= self.recall <= 1.0 or not 0.0 <= self.fp_rate <= 1.0:
             raise ValueError(f"recall and fp_rate must be in [0, 1] (got {self.recall}, {self.fp_rate})")
+        if self.fp_weights is not None:
+            w = np.asarray(self.fp_weights, np.float32)
+            if (w < 0).any():
+                raise ValueError("fp_weights must be >= 0")
+            object.__setattr__(self, "fp_weights", w)
+            object.__setattr__(self, "_w_total", w.sum(axis=1, dtype=np.float64))  # [L]
 
     def predict(self, true: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """true [L, F] bool -> predicted [L, F] bool."""
+        L, F = true.shape
         u = rng.random(true.shape, dtype=np.float32)  # [L, F]
         keep = true & (u < self.recall)
-        neg = ~true
-        w = np.ones(true.shape, np.float32) if self.fp_weights is None else self.fp_weights.astype(np.float32)
-        w_neg_sum = (w * neg).sum(axis=1, keepdims=True)  # [L, 1]
-        scale = self.fp_rate * neg.sum(axis=1, keepdims=True) / np.maximum(w_neg_sum, 1e-30)  # [L, 1]
-        p_fp = np.minimum(w * scale, 1.0)
-        fp = neg & (u < p_fp)  # independent of keep: u is only compared on disjoint sets
+        n_neg = F - true.sum(axis=1)  # [L]
+        if self.fp_weights is None:
+            fp = ~true & (u < self.fp_rate)
+            return keep | fp
+        layer, neuron = np.nonzero(true)
+        w_pos = np.bincount(layer, weights=self.fp_weights[layer, neuron], minlength=L)  # [L]
+        scale = self.fp_rate * n_neg / np.maximum(self._w_total - w_pos, 1e-30)  # [L]
+        p_fp = self.fp_weights * scale[:, None].astype(np.float32)  # [L, F]; u < p >= 1 is always true: no clip
+        fp = ~true & (u < p_fp)  # u is compared on disjoint sets for keep and fp
         return keep | fp
 
     def nbytes(self, d_model: int, d_ff: int, ranks: np.ndarray, dtype: str) -> float:

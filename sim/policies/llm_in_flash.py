@@ -158,9 +158,12 @@ class LlmInFlash:
             copied = copied + mem.appended_bytes
         n_ffn = pred.sum(axis=1) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
         self._record(true, pred, needed, step.load, mem, copied)
-        return [self._layer_plan(t, l, needed[l], float(copied[l]), int(n_ffn[l])) for l in range(self.n_layers)]
+        layer, neuron = np.nonzero(needed)  # one pass for all layers, grouped by layer
+        per_layer = np.split(neuron, np.cumsum(np.bincount(layer, minlength=self.n_layers))[:-1])
+        return [self._layer_plan(t, l, per_layer[l], float(copied[l]), int(n_ffn[l])) for l in range(self.n_layers)]
 
     def _layer_plan(self, t: int, layer: int, needed: np.ndarray, copied: float, n_ffn: int) -> LayerPlan:
+        """needed: sorted indices of the layer's neurons to read."""
         ctx, cfg = self.ctx, self.config
         ops = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)
         if self.predictor is not None:
