@@ -48,8 +48,8 @@ FIELDS: dict[str, tuple[tuple[str, ...], str, Encoding]] = {
 }
 
 
-def member_name(chunk: int, field: str) -> str:
-    return f"chunks/{chunk:06d}/{field}.npy"
+def member_name(chunk: int, field: str, suffix: str = "") -> str:
+    return f"chunks/{chunk:06d}/{field}{'.' + suffix if suffix else ''}.npy"
 
 
 def field_shape(field: str, model: dict) -> list[int]:
@@ -95,7 +95,8 @@ class TraceWriter:
         chunk = len(self._chunks)
         for f in self.fields:
             whole = np.concatenate(self._buffer[f])
-            self._write_member(member_name(chunk, f), self.encodings[f].encode(whole[:n]))
+            for suffix, array in self.encodings[f].encode(whole[:n]).items():
+                self._write_member(member_name(chunk, f, suffix), array)
             self._buffer[f] = [whole[n:]]
         self._chunks.append([self.n_tokens, self.n_tokens + n])
         self.n_tokens += n
@@ -179,10 +180,12 @@ class TraceReader:
 
     def _check_members(self) -> None:
         names = set(self._zip.namelist())
-        for chunk in range(len(self.chunks)):
-            for f in self.fields:
-                if member_name(chunk, f) not in names:
-                    self._fail(f"missing member {member_name(chunk, f)} (truncated trace?)")
+        for f in self.fields:
+            suffixes = ("", *self._encoding(f).members)
+            for chunk in range(len(self.chunks)):
+                for name in (member_name(chunk, f, s) for s in suffixes):
+                    if name not in names:
+                        self._fail(f"missing member {name} (truncated trace?)")
         if self.chunks and self.chunks[-1][1] != self.n_tokens:
             self._fail(f"chunks end at token {self.chunks[-1][1]} but n_tokens is {self.n_tokens}")
 
@@ -207,6 +210,12 @@ class TraceReader:
         return field in self.manifest["fields"]
 
     # ---- data ---------------------------------------------------------------------------------------
+    def _encoding(self, field: str) -> Encoding:
+        try:
+            return Encoding.from_json(self.manifest["fields"][field]["encoding"])
+        except (KeyError, TypeError, ValueError) as err:
+            self._fail(f"{MANIFEST}: field {field} has a bad encoding ({err})")
+
     def _chunk(self, chunk: int, field: str) -> np.ndarray:
         if field not in self.manifest["fields"]:
             self._fail(f"has no field {field!r} (fields: {', '.join(self.fields)})")
@@ -214,10 +223,11 @@ class TraceReader:
         if cached is not None and cached[0] == chunk:
             return cached[1]
         spec = self.manifest["fields"][field]
-        name = member_name(chunk, field)
+        enc, name, stored = self._encoding(field), member_name(chunk, field), {}
         try:
-            stored = np.lib.format.read_array(io.BytesIO(self._zip.read(name)), allow_pickle=False)
-            enc = Encoding.from_json(spec["encoding"])
+            for suffix in ("", *enc.members):
+                name = member_name(chunk, field, suffix)
+                stored[suffix] = np.lib.format.read_array(io.BytesIO(self._zip.read(name)), allow_pickle=False)
         except Exception as err:  # zlib/lzma/CRC/npy header errors all mean the same thing here
             self._fail(f"member {name} is corrupt ({type(err).__name__}: {err})")
         shape = spec["shape"]

@@ -9,10 +9,13 @@ the contexts of other tasks, or the evaluation half itself (``oracle``, the best
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
+from sim.errors import TraceError
 from sim.traces import stats
 from sim.traces.format import TraceReader
 from sim.traces.sparsity import FittedRule, SparsityRule
@@ -25,8 +28,20 @@ def calibration_sample(reader: TraceReader, field: str, n_tokens: int) -> np.nda
     return np.concatenate(parts)
 
 
+def check_rule(reader: TraceReader, rule: SparsityRule) -> None:
+    """TraceError unless the trace holds what ``rule`` reads, densely enough for its sparsity."""
+    if not reader.has(rule.field):
+        raise TraceError(f"trace {reader.path}: rule {rule.describe()} needs field {rule.field} (fields: "
+                         f"{', '.join(reader.fields)}; capture it with --fields)")  # fmt: skip
+    keep = reader.manifest["fields"][rule.field]["encoding"].get("keep_top", 1.0)
+    if rule.kind in ("threshold", "topk") and rule.sparsity < 1.0 - keep - 1e-9:
+        raise TraceError(f"trace {reader.path}: stores only the top {keep:.0%} of {rule.field} per token, so "
+                         f"rule {rule.describe()} (needs sparsity >= {1 - keep:g}) cannot be applied")  # fmt: skip
+
+
 def fit_rule(reader: TraceReader, rule: SparsityRule, calib_tokens: int = 2048) -> FittedRule:
     """Calibrate ``rule`` on an evenly spaced sample of the trace (threshold rules only need it)."""
+    check_rule(reader, rule)
     calib = calibration_sample(reader, rule.field, calib_tokens) if rule.kind == "threshold" else None
     return rule.fit(calib)
 
@@ -144,3 +159,29 @@ class _Accumulator:
                     sums[name][1] += accesses
         return [{"cache_fraction": fraction, "warmed_on": k, "hit_rate": h / a if a else float("nan")}
                 for k, (h, a) in sums.items()]  # fmt: skip
+
+
+def write_stats(reader: TraceReader, rules: list[SparsityRule], out: Path, ks: list[int],
+                channel_density: float = 0.1) -> Path:  # fmt: skip
+    """Run :func:`trace_stats` per rule; write ``trace_stats.json`` and tidy CSVs (one row per rule and x)."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = {r.describe(): trace_stats(reader, r, ks, [1, 2, 3, 4], channel_density) for r in rules}
+    rows: dict[str, list[dict]] = {"density": [], "window": [], "overlap": [], "reuse": [], "persistence": []}
+    for tag, res in results.items():
+        rows["density"] += [{"rule": tag, "layer": i, "density": d} for i, d in enumerate(res["density"]["density"])]
+        rows["window"] += [
+            {"rule": tag, "k": k, "use": u} for k, u in zip(res["window"]["k"], res["window"]["use"], strict=True)
+        ]
+        rows["overlap"] += [{"rule": tag, **row} for row in res["overlap"]]
+        rows["reuse"] += [{"rule": tag, **row} for row in res["reuse"]]
+        rows["persistence"] += [
+            {"rule": tag, "layer": i, "p_active_given_prev": p} for i, p in enumerate(res["persistence"])
+        ]
+    for name, table in rows.items():
+        pd.DataFrame(table).to_csv(out / f"{name}.csv", index=False)
+    tmp = out / "trace_stats.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "trace_stats.json")
+    return out

@@ -1,0 +1,95 @@
+"""``python -m sim trace {capture,stats,info,accuracy}``: make traces, look at them, measure accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("trace", help="capture activation traces and compute their statistics")
+    sub = p.add_subparsers(dest="trace_command", required=True, parser_class=type(p))
+
+    cap = sub.add_parser("capture", help="run corpus prompts through the numpy model and record a trace")
+    cap.add_argument("--model", default="smollm2-135m", help="known model name or GGUF path")
+    cap.add_argument("--tasks", default=None, help="comma-separated tasks (code,docs,legal,literature); all if omitted")
+    cap.add_argument("--contexts-per-task", type=int, default=None)
+    cap.add_argument("--tokens", type=int, default=1024, help="total tokens, split evenly over the contexts")
+    cap.add_argument("--fields", default="ffn_act,mlp_in", help="ffn_act,gate_neg,mlp_in,attn_in,q,k")
+    cap.add_argument("--split", default="trace", choices=["trace", "heldout"])
+    cap.add_argument("--chunk-tokens", type=int, default=256)
+    cap.add_argument("--encode", action="append", default=[], metavar="FIELD=ENC",
+                     help="storage encoding, e.g. ffn_act=log8:keep_top=0.2,steps=8 or mlp_in=int8c")  # fmt: skip
+    cap.add_argument("--no-progress", action="store_true")
+    cap.add_argument("--out", required=True)
+    cap.set_defaults(func=_capture)
+
+    st = sub.add_parser("stats", help="density, neuron use vs window, cross-layer overlap, hot-weight reuse")
+    st.add_argument("trace")
+    st.add_argument("--rule", action="append", default=None, help="threshold:S, topk:S, gate (repeatable)")
+    st.add_argument("--max-k", type=int, default=16)
+    st.add_argument("--channel-density", type=float, default=0.1, help="top-k fraction of mlp_in/attn_in channels")
+    st.add_argument("--out", required=True)
+    st.set_defaults(func=_stats)
+
+    info = sub.add_parser("info", help="print a trace's manifest summary")
+    info.add_argument("trace")
+    info.set_defaults(func=_info)
+
+    acc = sub.add_parser("accuracy", help="perplexity and greedy agreement vs FFN sparsity (experiment YAML)")
+    acc.add_argument("experiment")
+    acc.add_argument("--out", required=True)
+    acc.set_defaults(func=_accuracy)
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from sim.errors import ConfigError
+    from sim.traces.capture import CaptureSpec, capture, parse_encoding
+
+    encodings = {}
+    for item in args.encode:
+        name, _, enc = item.partition("=")
+        try:
+            encodings[name] = parse_encoding(enc)
+        except (ValueError, TypeError) as err:
+            raise ConfigError("<command line>", "--encode", str(err), item) from None
+    spec = CaptureSpec(model=args.model, tokens=args.tokens, contexts_per_task=args.contexts_per_task,
+                       tasks=tuple(args.tasks.split(",")) if args.tasks else None,
+                       fields=tuple(args.fields.split(",")), split=args.split, chunk_tokens=args.chunk_tokens,
+                       encodings=encodings)  # fmt: skip
+    capture(spec, args.out, progress=not args.no_progress)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from sim.traces.format import TraceReader
+    from sim.traces.report import write_stats
+    from sim.traces.sparsity import SparsityRule
+
+    rules = [SparsityRule.parse(r) for r in (args.rule or ["threshold:0.9"])]
+    with TraceReader(args.trace) as reader:
+        out = write_stats(reader, rules, Path(args.out), list(range(1, args.max_k + 1)), args.channel_density)
+    print(f"wrote {out}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from sim.traces.format import TraceReader
+
+    with TraceReader(args.trace) as r:
+        m = r.manifest
+        summary = {k: m.get(k) for k in ("format_version", "model", "n_tokens", "chunk_tokens", "tasks", "command")}
+        summary["fields"] = {f: v["encoding"] for f, v in m["fields"].items()}
+        summary["contexts"] = [
+            f"{c['id']}: {c['task']}/{c['context']} ({c['n_tokens']} tok)" for c in m.get("contexts", [])
+        ]
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from sim.traces.accuracy import run_accuracy
+
+    run_accuracy(args.experiment, Path(args.out))
+    return 0
