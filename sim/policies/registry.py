@@ -9,13 +9,14 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from sim.policies import baselines
+from sim.policies import baselines, llm_in_flash
 from sim.policies.base import Policy
 
 _POLICIES = {
     "all_dram": (baselines.AllDramConfig, baselines.AllDram),
     "naive": (baselines.NaiveConfig, baselines.Naive),
     "hybrid": (baselines.HybridConfig, baselines.Hybrid),
+    "llm_in_flash": (llm_in_flash.LlmInFlashConfig, llm_in_flash.LlmInFlash),
 }
 
 PolicyConfig = Annotated[Union[tuple(cfg for cfg, _ in _POLICIES.values())], Field(discriminator="name")]  # noqa: UP007
