@@ -1,0 +1,114 @@
+"""A real SmolLM2 trace projected onto a model shape we cannot run (OPT-6.7B, Llama-2-7B, ...).
+
+Mapping (all choices seeded by the ``np.random.Generator`` passed in, recorded by ``describe()``):
+
+* layers: target layer l' (0-based, L' layers) reads source layer ``round(l' * (L - 1) / (L' - 1))``, so the
+  first and last layers map onto each other and depth order is kept.
+* neurons: the d_ff' target neurons are the source's d_ff neurons tiled: ``src = concat(perm_1, perm_2, ...)``
+  truncated to d_ff' (each perm_i a random permutation of range(d_ff)), so every source neuron is used
+  ceil or floor(d_ff'/d_ff) times and co-activation structure between source neurons is kept. Each target
+  neuron j also gets a gain ``g_j = exp(sigma * N(0, 1))`` so that copies of one source neuron do not switch
+  on and off in perfect lock-step (sigma = 0 makes them identical; copies still co-activate strongly).
+* density: target layer l' is active where ``|act_src| * g > theta_l'``, with theta_l' the
+  (1 - density[l'])-quantile of ``|act_src| * g`` over the first ``calib_tokens`` tokens, so each layer hits
+  its target density on those tokens (exactly, up to ties) and varies around it on others.
+
+Density targets: :func:`density_profile` interpolates published per-layer points; :data:`OPT_6_7B_TABLE6`
+is LLM in a Flash Table 6 (OPT-6.7B active neurons: layer 1 1.56%, layer 16 2.66%, layer 32 5.36%, mean 3.30%).
+``hidden()`` is None: SmolLM2's 576-dim MLP inputs are no stand-in for a 4096-dim model's, so predictors on a
+projected source must be modelled statistically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.traces.source import TraceSource, check_range
+
+# LLM in a Flash (arXiv 2312.11514) Table 6, OPT-6.7B: 1-based layer -> active fraction; published mean 3.30%.
+OPT_6_7B_TABLE6 = {"points": {1: 0.0156, 16: 0.0266, 32: 0.0536}, "mean": 0.0330, "n_layers": 32}
+
+
+def layer_map(n_src: int, n_dst: int) -> np.ndarray:
+    """[n_dst] source layer of each target layer: round(l' * (L - 1) / (L' - 1))."""
+    if n_dst == 1:
+        return np.zeros(1, dtype=np.int64)
+    return np.rint(np.arange(n_dst) * (n_src - 1) / (n_dst - 1)).astype(np.int64)
+
+
+def density_profile(points: dict[int, float], n_layers: int, mean: float | None = None,
+                    points_n_layers: int | None = None) -> np.ndarray:  # fmt: skip
+    """Per-layer density [n_layers] through published (1-based layer -> density) points.
+
+    Piecewise linear in relative depth (points given for a ``points_n_layers``-layer model are placed at
+    (l - 1) / (points_n_layers - 1)); flat beyond the outer points. If ``mean`` is given, a hump that is 0 at
+    every point and 1 mid-way between neighbours, ``(x - a)(b - x) / ((b - a) / 2)^2``, is added with the
+    weight that makes the layer mean equal ``mean``, so every published number is matched exactly.
+    """
+    ref = points_n_layers or max(points)
+    xs = np.array([(l - 1) / max(ref - 1, 1) for l in sorted(points)])  # [P]
+    ys = np.array([points[l] for l in sorted(points)])
+    x = np.arange(n_layers) / max(n_layers - 1, 1)  # [L]
+    base = np.interp(x, xs, ys)
+    if mean is None:
+        return base
+    seg = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 2)
+    a, b = xs[seg], xs[seg + 1]
+    hump = np.where((x > xs[0]) & (x < xs[-1]), (x - a) * (b - x) / ((b - a) / 2) ** 2, 0.0)
+    alpha = (mean - base.mean()) / hump.mean() if hump.mean() > 0 else 0.0
+    return np.clip(base + alpha * hump, 0.0, 1.0)
+
+
+def opt_6_7b_density(n_layers: int = 32) -> np.ndarray:
+    t = OPT_6_7B_TABLE6
+    return density_profile(t["points"], n_layers, t["mean"], t["n_layers"])
+
+
+class ProjectedSource:
+    """:class:`~sim.traces.source.ActivationSource` of shape (n_layers', d_ff') driven by a real trace."""
+
+    def __init__(self, base: TraceSource, n_layers: int, d_ff: int, density: np.ndarray, rng: np.random.Generator,
+                 gain_sigma: float = 0.25, calib_tokens: int = 512, name: str = "target"):  # fmt: skip
+        density = np.broadcast_to(np.asarray(density, dtype=np.float64), (n_layers,))
+        keep = base.reader.manifest["fields"]["ffn_act"]["encoding"].get("keep_top", 1.0)
+        if density.max() > keep:
+            raise ValueError(f"density {density.max():.3f} above the trace's stored top fraction {keep:g}")
+        self.base, self.n_layers, self.d_ff, self.name = base, n_layers, d_ff, name
+        self.n_tokens, self.density, self.gain_sigma = base.n_tokens, density, gain_sigma
+        self.layers = layer_map(base.n_layers, n_layers)  # [L']
+        reps = -(-d_ff // base.d_ff)
+        self.neurons = np.concatenate([rng.permutation(base.d_ff) for _ in range(reps)])[:d_ff]  # [F']
+        self.gain = np.exp(gain_sigma * rng.standard_normal(d_ff)).astype(np.float32)  # [F']
+        self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
+
+    def _projected(self, values: np.ndarray, l: int) -> np.ndarray:
+        """values [T, L, F] of the source -> projected magnitudes of target layer l [T, F']."""
+        return values[:, self.layers[l]][:, self.neurons] * self.gain
+
+    def _calibrate(self, n: int) -> np.ndarray:
+        values = self.base.values(0, n)  # [n, L, F]
+        return np.array([np.quantile(self._projected(values, l), 1.0 - self.density[l]) for l in range(self.n_layers)])
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        check_range(self, start, stop)
+        values = self.base.values(start, stop)  # [T, L, F]
+        out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
+        for l in range(self.n_layers):
+            out[:, l] = self._projected(values, l) > self.thresholds[l]
+        return out
+
+    def hidden(self, start: int, stop: int) -> None:
+        return None
+
+    def describe(self) -> str:
+        return (f"projection of [{self.base.describe_file()}] onto {self.name} "
+                f"(layers {self.base.n_layers}->{self.n_layers}, "
+                f"d_ff {self.base.d_ff}->{self.d_ff}, gain sigma {self.gain_sigma:g}, mean density "
+                f"{self.density.mean():.2%})")  # fmt: skip
+
+    @staticmethod
+    def onto(base: TraceSource, profile, rng: np.random.Generator, density: np.ndarray | None = None,
+             **kw) -> ProjectedSource:  # fmt: skip
+        """Project onto a :class:`~sim.models.profile.ModelProfile`; default density = OPT-6.7B Table 6."""
+        dens = opt_6_7b_density(profile.n_layers) if density is None else density
+        return ProjectedSource(base, profile.n_layers, profile.d_ff, dens, rng, name=profile.name, **kw)

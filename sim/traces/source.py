@@ -1,0 +1,104 @@
+"""What drives a simulation: an :class:`ActivationSource` says which FFN neurons each token uses.
+
+Three implementations share the protocol: :class:`TraceSource` (a real trace + a sparsity rule),
+:class:`sim.traces.projection.ProjectedSource` (a real trace mapped onto a bigger model's shape) and
+:class:`sim.traces.synthetic.SyntheticSource` (a generator whose statistics were fitted on a real trace).
+Every result should record ``source.describe()``: it names the trace file (and its hash) that drove it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from sim.errors import TraceError
+from sim.traces.format import TraceReader
+from sim.traces.report import fit_rule
+from sim.traces.sparsity import SparsityRule
+
+
+@runtime_checkable
+class ActivationSource(Protocol):
+    """Tokens 0..n_tokens-1 of activity for a model with ``n_layers`` layers of ``d_ff`` neurons."""
+
+    n_layers: int
+    d_ff: int
+    n_tokens: int
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        """Active neurons of tokens [start, stop): bool [stop - start, n_layers, d_ff]."""
+        ...
+
+    def hidden(self, start: int, stop: int) -> np.ndarray | None:
+        """MLP inputs (predictor features) [stop - start, n_layers, d_model], or None if the source has none."""
+        ...
+
+    def describe(self) -> str:
+        """One line naming what drove this source (trace file, hash, rule, projection, fit)."""
+        ...
+
+
+def check_range(source: ActivationSource, start: int, stop: int) -> None:
+    if not 0 <= start <= stop <= source.n_tokens:
+        raise ValueError(f"token range [{start}, {stop}) outside [0, {source.n_tokens}) of {source.describe()}")
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TraceSource:
+    """A real trace made into masks by a sparsity rule (thresholds calibrated on the trace itself)."""
+
+    def __init__(self, trace: str | Path | TraceReader, rule: SparsityRule | str = "threshold:0.9",
+                 calib_tokens: int = 2048, model: object | None = None):  # fmt: skip
+        self.reader = trace if isinstance(trace, TraceReader) else TraceReader(trace)
+        if model is not None:
+            self.reader.validate_against(model)
+        self.rule = SparsityRule.parse(rule) if isinstance(rule, str) else rule
+        self.fitted = fit_rule(self.reader, self.rule, calib_tokens)
+        m = self.reader.model
+        self.n_layers, self.d_ff, self.d_model = int(m["n_layers"]), int(m["d_ff"]), int(m["d_model"])
+        self.n_tokens = self.reader.n_tokens
+        self._sha = ""
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        check_range(self, start, stop)
+        return self.fitted.mask(self.reader.read(self.rule.field, start, stop))  # [T, L, F]
+
+    def values(self, start: int, stop: int) -> np.ndarray:
+        """|ffn_act| [T, L, F] as stored (needed by projections)."""
+        check_range(self, start, stop)
+        if not self.reader.has("ffn_act"):
+            raise TraceError(
+                f"trace {self.reader.path}: has no ffn_act field (fields: {', '.join(self.reader.fields)})"
+            )
+        return self.reader.read("ffn_act", start, stop)
+
+    def hidden(self, start: int, stop: int) -> np.ndarray | None:
+        check_range(self, start, stop)
+        return self.reader.read("mlp_in", start, stop) if self.reader.has("mlp_in") else None
+
+    def tokens(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Token metadata of [start, stop): token_id, position, task_id, context_id."""
+        return {f: self.reader.read(f, start, stop) for f in ("token_id", "position", "task_id", "context_id")}
+
+    @property
+    def sha256(self) -> str:
+        if not self._sha:
+            self._sha = file_sha256(self.reader.path)
+        return self._sha
+
+    def describe_file(self) -> str:
+        name = self.reader.model.get("name", "?")
+        return f"trace {self.reader.path} (sha256 {self.sha256[:12]}, {name}, {self.n_tokens} tokens)"
+
+    def describe(self) -> str:
+        return f"{self.describe_file()}, rule {self.rule.describe()}"
