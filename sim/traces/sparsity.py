@@ -5,7 +5,8 @@
 
 * ``threshold`` (CATS, TEAL): per layer, the ``sparsity``-quantile of |act| over calibration tokens is the
   threshold; a neuron is active when |act| > threshold. Density hits the target on the calibration tokens
-  (up to ties: on log8-quantised traces a tie level holds ~1% of the values) and varies from token to token.
+  (up to ties: on log8-quantised traces a tie level holds ~1% of the values; the tie goes to whichever side
+  lands closer to the target) and varies from token to token.
 * ``topk``: exactly ``k = round((1 - sparsity) * F)`` neurons with the largest |act| per token and layer.
 * ``gate``: the gate<0 proxy, active where the gate pre-activation is >= 0 (silu of a negative input is in
   (-0.28, 0)). Needs the ``gate_neg`` field (sign of the gate pre-activation, stored as bits by capture);
@@ -23,11 +24,21 @@ RULE_KINDS = ("threshold", "topk", "gate", "dense")
 
 
 def layer_thresholds(act: np.ndarray, sparsity: float | np.ndarray) -> np.ndarray:
-    """Per-layer quantile of |act|: act [T, L, F], sparsity scalar or [L] -> thresholds [L]."""
+    """Per-layer quantile of |act|: act [T, L, F], sparsity scalar or [L] -> thresholds [L].
+
+    When the quantile falls on a tie (quantised traces), the threshold either excludes or includes the tied
+    values, whichever gives a density closer to ``1 - sparsity``.
+    """
     T, L, F = act.shape
     per_layer = np.abs(act).transpose(1, 0, 2).reshape(L, T * F)  # [L, T*F]
     s = np.broadcast_to(np.asarray(sparsity, dtype=np.float64), (L,))
-    return np.array([np.quantile(per_layer[l], s[l]) for l in range(L)], dtype=np.float32)
+    out = np.empty(L, dtype=np.float32)
+    for l in range(L):
+        q = np.float32(np.quantile(per_layer[l], s[l]))
+        above, at = np.mean(per_layer[l] > q), np.mean(per_layer[l] == q)
+        include = abs(above + at - (1 - s[l])) < abs(above - (1 - s[l]))
+        out[l] = np.nextafter(q, np.float32(-np.inf)) if include else q
+    return out
 
 
 def threshold_mask(act: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
