@@ -15,10 +15,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sim.config.base import load_yaml
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
 from sim.engine.simulate import CaseResult, simulate_case
-from sim.errors import SimError
+from sim.errors import ConfigError, SimError
 from sim.results import AtomicFolder, write_results
 
 PLOTS_DIR = REPO_ROOT / "experiments" / "plots"
@@ -58,6 +59,18 @@ def run_experiment(
         write_results(tmp, path, cases, results)
         for script in plot_scripts(path, cases) if plots else []:
             _run_plot(script, tmp)
+    return out
+
+
+def _run_accuracy(path: Path, out: Path, overrides: dict[str, Any] | None, plots: bool) -> Path:
+    from sim.traces.accuracy import run_accuracy
+
+    if overrides:
+        raise ConfigError("--set", next(iter(overrides)), "not supported for kind: accuracy experiments")
+    with AtomicFolder(out) as tmp:
+        run_accuracy(path, tmp)
+        if plots:
+            _run_plot(PLOTS_DIR / "accuracy.py", tmp)
     return out
 
 

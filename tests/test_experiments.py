@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sim.config.base import load_yaml
 from sim.config.experiment import load_experiment
 from sim.runner import run_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-FILES = sorted(EXPERIMENTS.glob("*.yaml"))
+FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if load_yaml(p).get("kind", "simulation") == "simulation")
 CI_FILES = [p for p in FILES if load_experiment(p)[0].config.ci]
 
 

@@ -26,6 +26,9 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 
 def _run(args: argparse.Namespace) -> int:
     out = run_experiment(args.file, args.out, parse_sets(args.set), plots=not args.no_plots, progress=not args.quiet)
+    if not (out / "summary.json").is_file():  # other kinds (accuracy) print their own progress
+        print(f"results: {out}")
+        return 0
     summary = json.loads((out / "summary.json").read_text())
     for s in summary:
         print(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from sim.config.activations import ActivationsConfig
 from sim.config.base import Bytes, StrictModel, load_yaml, set_path, validate
 from sim.config.hardware import Dtype, HardwareProfile
 from sim.config.profiles import load_hardware, load_model
@@ -49,6 +50,7 @@ class LayoutConfig(StrictModel):
 
 
 class ExperimentConfig(StrictModel):
+    kind: Literal["simulation"] = Field("simulation", description="other kinds (accuracy) have their own runner")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     reproduces: str = Field("", description="paper figure/table this reproduces, if any")
@@ -68,6 +70,7 @@ class ExperimentConfig(StrictModel):
     decode_tokens: int = Field(32, ge=1)
     layout: LayoutConfig = LayoutConfig()
     policy: PolicyConfig
+    activations: ActivationsConfig | None = Field(None, description="which trace drives the run (see activations.py)")
     seed: int = 0
     ci: bool = Field(False, description="run in CI; its comparison.csv must match experiments/expected/<name>.csv")
     timeline_tokens: int = Field(3, ge=0, description="tokens whose device spans go to timeline.json")
@@ -96,6 +99,7 @@ class Case:
     model: ModelProfile
     published: dict[str, float]
     raw: dict[str, Any]
+    path: Path | None = None  # the experiment file (relative paths in it resolve from its folder)
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Case]:
@@ -124,7 +128,7 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig) -> Case:
     hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
     model = load_model(config.model, source, "model")
     _check_references(source, config, hardware)
-    return Case(case.name, config, hardware, model, dict(case.published), raw)
+    return Case(case.name, config, hardware, model, dict(case.published), raw, path)
 
 
 def _check_references(source: str, config: ExperimentConfig, hardware: HardwareProfile) -> None:

@@ -13,6 +13,7 @@ import simpy
 
 from sim.config.experiment import Case
 from sim.devices import Devices, build_devices
+from sim.engine.activations import build_activations
 from sim.engine.decode import TokenTimes, run_token
 from sim.layout import build_layout
 from sim.policies.base import RunContext
@@ -45,7 +46,7 @@ def simulate_case(case: Case, progress: Callable[[int], None] | None = None, tim
         processor=cfg.processor,
         context_tokens=cfg.context_tokens,
         layout=build_layout(cfg.layout.name, case.model, cfg.dtype),
-        activations=None,
+        activations=_activations(case, rng),
         rng=rng,
     )
     policy = make_policy(cfg.policy)
@@ -58,6 +59,14 @@ def simulate_case(case: Case, progress: Callable[[int], None] | None = None, tim
     tokens = pd.DataFrame(rows)
     summary = _summarise(case, tokens, resident, devices, n_events, time.perf_counter() - wall0, ctx)
     return CaseResult(case.name, tokens, summary, recorder)
+
+
+def _activations(case: Case, rng: np.random.Generator):
+    cfg = case.config.activations
+    if cfg is None:
+        return None
+    folder = case.path.parent if case.path else None
+    return build_activations(cfg, case.model, rng, folder, str(case.path or "experiment"))
 
 
 def _decode(env, devices: Devices, policy, cfg, recorder: Recorder, rows: list, progress):

@@ -32,6 +32,7 @@ from sim.traces.sparsity import k_for, layer_thresholds, topk_mask
 
 
 class AccuracyConfig(StrictModel):
+    kind: Literal["accuracy"] = "accuracy"
     name: str = "accuracy"
     model: str = "smollm2-135m"
     rules: list[Literal["threshold", "topk"]] = ["threshold", "topk"]

@@ -1,0 +1,87 @@
+"""Build the ActivationSource an experiment's ``activations:`` section names (sim.traces does the work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sim.config.activations import ActivationsConfig, ProjectedActivations, SyntheticActivations
+from sim.config.profiles import REPO_ROOT
+from sim.errors import ConfigError, TraceError
+from sim.models.profile import ModelProfile
+from sim.traces.projection import ProjectedSource, opt_6_7b_density
+from sim.traces.source import ActivationSource, TraceSource
+from sim.traces.synthetic import SyntheticSource, fit
+
+
+def resolve_trace_path(path: str, experiment_dir: Path | None, source: str) -> Path:
+    """A trace path relative to the experiment's folder, else to the repository root; missing -> ConfigError."""
+    candidates = (
+        [Path(path)]
+        if Path(path).is_absolute()
+        else [*(([experiment_dir / path]) if experiment_dir else []), REPO_ROOT / path]
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(source, "activations.path", "no such trace file (see traces/README.md)", path)
+
+
+def build_activations(
+    cfg: ActivationsConfig,
+    model: ModelProfile,
+    rng: np.random.Generator,
+    experiment_dir: Path | None = None,
+    source: str = "experiment",
+) -> ActivationSource:
+    path = resolve_trace_path(cfg.path, experiment_dir, source)
+    rule = getattr(cfg, "rule", "threshold:0.9")
+    if isinstance(cfg, ProjectedActivations):
+        base = TraceSource(path, "dense", calib_tokens=1)
+        density = opt_6_7b_density(model.n_layers) if cfg.density == "opt-6.7b-table6" else cfg.density
+        src = ProjectedSource.onto(
+            base, model, rng, density=density, gain_sigma=cfg.gain_sigma, calib_tokens=cfg.calib_tokens
+        )
+    elif isinstance(cfg, SyntheticActivations):
+        fitted = fit(TraceSource(path, rule, cfg.calib_tokens))
+        src = SyntheticSource(
+            fitted,
+            rng,
+            n_tokens=cfg.n_tokens,
+            n_layers=model.n_layers,
+            d_ff=model.n_experts * model.d_ff,
+            density=cfg.density,
+        )
+    else:
+        src = TraceSource(path, rule, cfg.calib_tokens, model=model)
+    _check_shape(src, model, source)
+    return Offset(src, cfg.offset_tokens) if cfg.offset_tokens else src
+
+
+def _check_shape(src: ActivationSource, model: ModelProfile, source: str) -> None:
+    n = model.n_experts * model.d_ff
+    if (src.n_layers, src.d_ff) != (model.n_layers, n):
+        raise TraceError(
+            f"{source}: activations {src.describe()} have {src.n_layers} layers x {src.d_ff} neurons, "
+            f"model {model.name} needs {model.n_layers} x {n} (use source: projection)"
+        )
+
+
+class Offset:
+    """A source whose token 0 is another source's token ``offset`` (e.g. to skip a predictor's training tokens)."""
+
+    def __init__(self, base: ActivationSource, offset: int):
+        if offset >= base.n_tokens:
+            raise TraceError(f"offset_tokens {offset} >= the {base.n_tokens} tokens of {base.describe()}")
+        self.base, self.offset = base, offset
+        self.n_layers, self.d_ff, self.n_tokens = base.n_layers, base.d_ff, base.n_tokens - offset
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        return self.base.masks(start + self.offset, stop + self.offset)
+
+    def hidden(self, start: int, stop: int) -> np.ndarray | None:
+        return self.base.hidden(start + self.offset, stop + self.offset)
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, from token {self.offset}"
