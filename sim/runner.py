@@ -50,8 +50,14 @@ def run_experiment(
     plots: bool = True,
     progress: bool = True,
 ) -> Path:
-    """Simulate every case of ``path`` and write the results folder; returns its path."""
+    """Run an experiment file and write its results folder; returns its path.
+
+    ``kind: simulation`` (the default) simulates every case; ``kind: accuracy`` runs the numpy model
+    (sim.traces.accuracy) to measure perplexity and greedy agreement vs sparsity.
+    """
     path = Path(path)
+    if load_yaml(path).get("kind") == "accuracy":
+        return _run_accuracy(path, Path(out) if out is not None else default_out(path), overrides, plots)
     cases = load_experiment(path, overrides)
     out = Path(out) if out is not None else default_out(path)
     results = _simulate_all(cases, progress)
