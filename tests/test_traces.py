@@ -215,6 +215,8 @@ def test_trace_source_refuses_rules_denser_than_stored(tmp_path):
     path = _write(tmp_path / "k.trace", arrays, ("ffn_act",), encodings={"ffn_act": log8(keep_top=0.2)})
     with pytest.raises(TraceError, match=r"stores only the top 20% of ffn_act .* rule threshold:0\.5"):
         TraceSource(path, "threshold:0.5")
+    with pytest.raises(TraceError, match=r"rule threshold:0\.8 \(needs sparsity > 0\.8\)"):
+        TraceSource(path, "threshold:0.8")  # would sit on the stored zeros and turn into top-k
     src = TraceSource(path, "topk:0.9")
     assert isinstance(src, ActivationSource) and src.masks(3, 9).shape == (6, 4, 64)
     assert "k.trace" in src.describe() and "topk:0.9" in src.describe()

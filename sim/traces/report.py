@@ -34,9 +34,12 @@ def check_rule(reader: TraceReader, rule: SparsityRule) -> None:
         raise TraceError(f"trace {reader.path}: rule {rule.describe()} needs field {rule.field} (fields: "
                          f"{', '.join(reader.fields)}; capture it with --fields)")  # fmt: skip
     keep = reader.manifest["fields"][rule.field]["encoding"].get("keep_top", 1.0)
-    if rule.kind in ("threshold", "topk") and rule.sparsity < 1.0 - keep - 1e-9:
+    # a threshold at exactly 1 - keep would sit on the stored zeros and degenerate into top-k
+    floor = 1.0 - keep + (1e-6 if rule.kind == "threshold" and keep < 1.0 else -1e-9)
+    if rule.kind in ("threshold", "topk") and rule.sparsity < floor:
+        need = f"{'>' if rule.kind == 'threshold' else '>='} {1 - keep:g}"
         raise TraceError(f"trace {reader.path}: stores only the top {keep:.0%} of {rule.field} per token, so "
-                         f"rule {rule.describe()} (needs sparsity >= {1 - keep:g}) cannot be applied")  # fmt: skip
+                         f"rule {rule.describe()} (needs sparsity {need}) cannot be applied")  # fmt: skip
 
 
 def fit_rule(reader: TraceReader, rule: SparsityRule, calib_tokens: int = 2048) -> FittedRule:
