@@ -97,7 +97,8 @@ class LlmInFlash:
         if cfg.predictor == "statistical":
             weights = None
             if cfg.fp_weighting == "frequency":
-                weights = np.asarray(src.masks(0, cfg.capacity_tokens), bool).mean(axis=0) + 1e-3  # [L, n]
+                n_freq = min(cfg.capacity_tokens, src.n_tokens)
+                weights = np.asarray(src.masks(0, n_freq), bool).mean(axis=0, dtype=np.float32) + 1e-3  # [L, n]
             self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
             return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape)
         self.predictor = None
@@ -105,7 +106,12 @@ class LlmInFlash:
 
     def _train(self, src, rng: np.random.Generator) -> LowRankPredictor:
         cfg, n = self.config, self.config.train_tokens
+        if n >= src.n_tokens:
+            reason = f"must be below the source's {src.n_tokens} tokens"
+            raise ConfigError("experiment", "policy.train_tokens", reason, n)
         x, y = src.hidden(0, n), np.asarray(src.masks(0, n), bool)  # [T, L, d], [T, L, n]
+        if x is None:
+            raise ConfigError("experiment", "policy.predictor", f"{src.describe()} has no hidden states", "trained")
         cfgs = [TrainConfig(rank=int(r), epochs=cfg.train_epochs, target_recall=cfg.recall) for r in self.ranks]
         return LowRankPredictor.train(x, y, cfgs, rng)
 
@@ -113,7 +119,8 @@ class LlmInFlash:
         name = LAYOUT_OF_BUNDLING[self.config.bundling]
         if name != "coactivation":
             return build_layout(name, ctx.model, ctx.dtype)
-        masks = np.asarray(ctx.activations.masks(0, self.config.coactivation_tokens), bool)  # [T, L, n]
+        n_masks = min(self.config.coactivation_tokens, ctx.activations.n_tokens)
+        masks = np.asarray(ctx.activations.masks(0, n_masks), bool)  # [T, L, n]
         return build_layout(name, ctx.model, ctx.dtype, masks=masks)
 
     def _dry_run(self) -> np.ndarray:
