@@ -141,3 +141,21 @@ def test_cli_bad_set_flag(tmp_path, capsys):
 def test_cli_validate_ok(tmp_path, capsys):
     assert main(["validate", str(write(tmp_path, BASE))]) == 0
     assert "ok  t: opt-6.7b fp16 on hw-simple/cpu, policy naive" in capsys.readouterr().out
+
+
+def test_sweep_expands_cases_as_a_grid(tmp_path):
+    text = BASE + "cases: [{name: a}, {name: b, set: {context_tokens: 64}}]\n"
+    text += "sweep: {decode_tokens: [1, 2], dram_budget: ['1 GB', '2 GB']}\n"
+    cases = load_experiment(write(tmp_path, text))
+    assert [c.name for c in cases][:2] == ["a,decode_tokens=1,dram_budget=1GB", "a,decode_tokens=1,dram_budget=2GB"]
+    assert len(cases) == 8
+    assert {(c.config.decode_tokens, c.config.dram_budget) for c in cases} == {(1, 1e9), (1, 2e9), (2, 1e9), (2, 2e9)}
+    assert all(c.config.context_tokens == 64 for c in cases if c.name.startswith("b,"))
+    assert cases[-1].sweep == {"decode_tokens": 2, "dram_budget": "2 GB"}
+
+
+def test_sweep_bad_value_names_the_case(tmp_path):
+    with pytest.raises(ConfigError, match=r"\(case t,window_k=0\): policy\.llm_in_flash\.window_k"):
+        load_experiment(
+            write(tmp_path, BASE.replace("name: naive", "name: llm_in_flash") + "sweep: {policy.window_k: [0]}\n")
+        )

@@ -18,6 +18,8 @@ cases:                         # optional; each case = the base with dotted-path
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,15 +80,41 @@ class ExperimentConfig(StrictModel):
 
 
 class CaseConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+=,-]+$")
     set: dict[str, Any] = {}
     published: dict[PublishedMetric, float] = {}
+    sweep: dict[str, Any] = Field({}, description="the sweep point this case came from (filled by expansion)")
 
 
 class ExperimentFile(StrictModel):
-    """The file as written: the base experiment plus optional cases (validated separately)."""
+    """The file as written: the base experiment plus optional cases and a sweep (validated separately).
+
+    ``sweep: {dotted.path: [v1, v2], ...}`` multiplies every case by the grid of values (cartesian product);
+    each resulting case is named ``<case>,<leaf>=<value>,...`` and records its point in ``sweep``.
+    """
 
     cases: list[CaseConfig] = []
+    sweep: dict[str, list[Any]] = {}
+
+    def expanded(self) -> list[CaseConfig]:
+        if not self.sweep:
+            return list(self.cases)
+        keys = list(self.sweep)
+        out = []
+        for case in self.cases:
+            for values in itertools.product(*(self.sweep[k] for k in keys)):
+                point = dict(zip(keys, values, strict=True))
+                label = ",".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in point.items())
+                out.append(
+                    CaseConfig(
+                        name=f"{case.name},{label}", set={**case.set, **point}, published=case.published, sweep=point
+                    )
+                )
+        return out
+
+
+def _label(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "", str(value).replace(" ", "")) or "x"
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,7 @@ class Case:
     published: dict[str, float]
     raw: dict[str, Any]
     path: Path | None = None  # the experiment file (relative paths in it resolve from its folder)
+    sweep: dict[str, Any] | None = None  # the sweep point of this case, if it came from a sweep
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Case]:
@@ -112,7 +141,8 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     for dotted, value in (overrides or {}).items():
         data = set_path(data, dotted, value)
     cases_raw = data.pop("cases", None) or [{"name": data.get("name", path.stem)}]
-    cases = validate(ExperimentFile, {"cases": cases_raw}, path).cases
+    sweep = data.pop("sweep", None) or {}
+    cases = validate(ExperimentFile, {"cases": cases_raw, "sweep": sweep}, path).expanded()
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ConfigError(path, "cases", "case names must be unique", names)
@@ -128,7 +158,7 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig) -> Case:
     hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
     model = load_model(config.model, source, "model")
     _check_references(source, config, hardware)
-    return Case(case.name, config, hardware, model, dict(case.published), raw, path)
+    return Case(case.name, config, hardware, model, dict(case.published), raw, path, dict(case.sweep))
 
 
 def _check_references(source: str, config: ExperimentConfig, hardware: HardwareProfile) -> None:

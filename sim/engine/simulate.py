@@ -116,6 +116,7 @@ def _summarise(
     flash = devices.flash
     return {
         "case": case.name,
+        **{f"sweep.{k}": v for k, v in (case.sweep or {}).items()},
         "hardware": case.hardware.name,
         "model": case.model.name,
         "policy": case.config.policy.name,
