@@ -48,7 +48,9 @@ PublishedMetric = Literal[
 
 
 class LayoutConfig(StrictModel):
-    name: Literal["layer_major", "bundled", "coactivation"] = "layer_major"
+    """Flash layout for policies that do not choose one (llm_in_flash picks its own from ``bundling``)."""
+
+    name: Literal["layer_major", "bundled"] = "layer_major"
 
 
 class ExperimentConfig(StrictModel):
