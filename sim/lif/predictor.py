@@ -165,3 +165,59 @@ def evaluate(predictor: LowRankPredictor, x: np.ndarray, y: np.ndarray) -> list[
     """Per-layer quality on (held-out) x [T, L, d], y [T, L, F]."""
     pred = predictor.predict(x)
     return [Quality.of(pred[:, l], y[:, l]) for l in range(y.shape[1])]
+
+
+# ---- predictor files (np.savez): factors + one threshold row per recall target + JSON metadata -------------------
+def save(path, predictor: LowRankPredictor, recall_targets, thresholds: np.ndarray, meta: dict) -> None:
+    """Write ``W1 [L, d, r]`` and ``W2 [L, r, F]`` as float16 (round the factors first if thresholds must be exact:
+    :func:`rounded`), ``b [L, F]``, ``ranks [L]``, ``thresholds [R, L]`` for ``recall_targets [R]``, ``meta`` JSON."""
+    import json
+
+    L, d, F = len(predictor.layers), predictor.d_model, predictor.d_ff
+    np.savez(path, W1=predictor.W1.astype(np.float16), W2=predictor.W2.astype(np.float16), b=predictor.b,
+             ranks=predictor.ranks, recall_targets=np.asarray(recall_targets, np.float64),
+             thresholds=np.asarray(thresholds, np.float32).reshape(len(recall_targets), L),
+             shape=np.array([L, d, F]), meta=np.array(json.dumps(meta)))  # fmt: skip
+
+
+def rounded(predictor: LowRankPredictor) -> LowRankPredictor:
+    """The predictor with its factors rounded through float16, i.e. exactly what :func:`save` stores."""
+    from dataclasses import replace
+
+    r16 = lambda a: a.astype(np.float16).astype(np.float32)  # noqa: E731
+    return LowRankPredictor([replace(lp, W1=r16(lp.W1), W2=r16(lp.W2)) for lp in predictor.layers])
+
+
+def load(path, n_layers: int, d_model: int, d_ff: int, recall: float | None = None) -> tuple[LowRankPredictor, dict]:
+    """Read a predictor file for a model of these shapes -> (predictor with the thresholds of ``recall``, meta).
+
+    ``recall=None`` takes the first stored target. A missing file, a shape mismatch or a recall target not in
+    the file raises a one-line :class:`~sim.errors.ConfigError` naming the file.
+    """
+    import json
+    from pathlib import Path
+
+    from sim.errors import ConfigError
+
+    if not Path(path).is_file():
+        raise ConfigError(path, "predictor_path", "no such predictor file (see predictors/README.md)")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    want = {"n_layers": n_layers, "d_model": d_model, "d_ff": d_ff}
+    for key, got in zip(want, arrays["shape"].tolist(), strict=True):
+        if got != want[key]:
+            raise ConfigError(path, key, f"predictor was trained for {key}={got}, the model has {want[key]}", got)
+    targets = arrays["recall_targets"].tolist()
+    row = 0 if recall is None else next((i for i, r in enumerate(targets) if abs(r - recall) < 1e-9), None)
+    if row is None:
+        raise ConfigError(path, "recall", f"not a stored recall target (stored: {targets})", recall)
+    layers = [
+        LayerPredictor(
+            arrays["W1"][l, :, :r].astype(np.float32),
+            arrays["W2"][l, :r].astype(np.float32),
+            arrays["b"][l].astype(np.float32),
+            float(arrays["thresholds"][row, l]),
+        )
+        for l, r in enumerate(arrays["ranks"].tolist())
+    ]
+    return LowRankPredictor(layers), {**json.loads(str(arrays["meta"])), "recall_targets": targets}

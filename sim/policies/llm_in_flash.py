@@ -54,6 +54,11 @@ class LlmInFlashConfig(StrictModel):
     fp_weighting: Literal["uniform", "frequency"] = "frequency"
     train_tokens: int = Field(1024, ge=16, description="trained: source tokens to train on (decode starts after)")
     train_epochs: int = Field(30, ge=1)
+    predictor_path: str | None = Field(
+        None,
+        description="trained: load this predictor file (python -m sim predictor train) instead of training on "
+        "the source; `recall` picks its stored threshold row; decode starts at source token 0",
+    )
     window_k: int = Field(5, ge=1, le=65535)
     bundling: Literal["none", "row_column", "coactivation"] = "row_column"
     coactivation_tokens: int = Field(512, ge=2, description="source tokens whose co-activations pick friends")
@@ -90,6 +95,10 @@ class LlmInFlash:
         cfg, src = self.config, ctx.activations
         seed = int(ctx.rng.integers(2**62))
         shape = (self.n_layers, self.n)
+        if cfg.predictor == "trained" and cfg.predictor_path is not None:
+            self.predictor = self._load_predictor(ctx)
+            self.ranks = self.predictor.ranks
+            return MaskStream(src, "trained", 0, self.predictor, shape=shape)
         if cfg.predictor == "trained":
             self.predictor = self._train(src, np.random.default_rng(seed))
             self.ranks = self.predictor.ranks
@@ -114,6 +123,17 @@ class LlmInFlash:
             raise ConfigError("experiment", "policy.predictor", f"{src.describe()} has no hidden states", "trained")
         cfgs = [TrainConfig(rank=int(r), epochs=cfg.train_epochs, target_recall=cfg.recall) for r in self.ranks]
         return LowRankPredictor.train(x, y, cfgs, rng)
+
+    def _load_predictor(self, ctx: RunContext) -> LowRankPredictor:
+        from pathlib import Path
+
+        from sim.config.profiles import REPO_ROOT
+        from sim.lif.predictor import load
+
+        path = Path(self.config.predictor_path)
+        path = path if path.is_absolute() or path.is_file() else REPO_ROOT / path
+        model = ctx.model
+        return load(path, model.n_layers, model.d_model, self.n, self.config.recall)[0]
 
     def _layout(self, ctx: RunContext) -> BaseLayout:
         name = LAYOUT_OF_BUNDLING[self.config.bundling]
