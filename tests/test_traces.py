@@ -222,6 +222,16 @@ def test_trace_source_refuses_rules_denser_than_stored(tmp_path):
     assert "k.trace" in src.describe() and "topk:0.9" in src.describe()
 
 
+def test_code_space_masks_equal_decoded_masks(trace):
+    path, _ = trace
+    src = TraceSource(path, "threshold:0.7", calib_tokens=100)
+    decoded = src.reader.read("ffn_act", 10, 90)
+    np.testing.assert_array_equal(src.masks(10, 90), threshold_mask(decoded, src.fitted.thresholds))
+    proj = ProjectedSource(TraceSource(path, "dense"), 3, 150, 0.05, np.random.default_rng(0), calib_tokens=100)
+    by_float = np.stack([proj._projected(decoded, l) > proj.thresholds[l] for l in range(3)], axis=1)
+    np.testing.assert_array_equal(proj.masks(10, 90), by_float)
+
+
 def test_density_profile_matches_published_points_and_mean():
     d = opt_6_7b_density(32)
     np.testing.assert_allclose(d[[0, 15, 31]], [0.0156, 0.0266, 0.0536])

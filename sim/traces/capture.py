@@ -105,10 +105,10 @@ def capture(spec: CaptureSpec, out: str | Path, log: Callable[[str], None] = pri
             table.append({"id": cid, "task_id": tasks.index(ctx.task), "n_tokens": len(ids), **passage.provenance})
             bar.update(len(ids))
         bar.close()
-        elapsed = time.perf_counter() - t0
+        elapsed, n_total = time.perf_counter() - t0, sum(c["n_tokens"] for c in table)
         extra = {"tasks": [{"id": i, "name": t} for i, t in enumerate(tasks)], "contexts": table,
                  "command": spec.command(out), "split": spec.split,
-                 "capture": {"elapsed_s": elapsed, "tokens_per_s": writer.n_tokens / elapsed,
+                 "capture": {"elapsed_s": elapsed, "tokens_per_s": n_total / elapsed,
                              "numpy": np.__version__, "python": platform.python_version(),
                              "gate_neg": "recomputed as mlp_in @ gate.T < 0"}}  # fmt: skip
         result = writer.close(extra)

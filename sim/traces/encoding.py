@@ -94,9 +94,26 @@ def _log8_encode(m: np.ndarray, lo_log2: float, steps: int, keep_top: float = 1.
     return code
 
 
+def log8_table(lo_log2: float, steps: int, keep_top: float = 1.0) -> np.ndarray:
+    """[256] float32 decoded value of each log8 code (increasing)."""
+    return np.concatenate([[0.0], 2.0 ** (lo_log2 + np.arange(255) / steps)]).astype(np.float32)
+
+
+def code_threshold(table: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Largest code whose value is <= threshold (-1 if none), so ``table[code] > t  <=>  code > result``."""
+    return np.searchsorted(table, np.asarray(threshold, dtype=np.float32), side="right") - 1
+
+
+def codes_above(codes: np.ndarray, cthr: np.ndarray) -> np.ndarray:
+    """codes uint8 [..., *cthr.shape] > cthr (int, -1 meaning "everything"), without widening the codes."""
+    mask = codes > np.clip(cthr, 0, 255).astype(np.uint8)
+    if (cthr < 0).any():
+        mask |= cthr < 0
+    return mask
+
+
 def _log8_decode(code: np.ndarray, last_dim: int, lo_log2: float, steps: int, keep_top: float = 1.0) -> np.ndarray:
-    table = np.concatenate([[0.0], 2.0 ** (lo_log2 + np.arange(255) / steps)]).astype(np.float32)  # [256]
-    return table[code]
+    return log8_table(lo_log2, steps)[code]
 
 
 def _int8c_encode(x: np.ndarray, levels: int = 127) -> dict[str, np.ndarray]:

@@ -152,7 +152,7 @@ class TraceReader:
             self._fail(f"not a readable trace archive, truncated or corrupt ({err})")
         self.manifest = self._read_manifest()
         self._check_members()
-        self._cache: dict[str, tuple[int, np.ndarray]] = {}
+        self._cache: dict[tuple[str, bool], tuple[int, np.ndarray]] = {}
 
     def _fail(self, what: str) -> NoReturn:
         raise TraceError(f"trace {self.path}: {what}")
@@ -209,6 +209,9 @@ class TraceReader:
     def has(self, field: str) -> bool:
         return field in self.manifest["fields"]
 
+    def encoding(self, field: str) -> Encoding:
+        return self._encoding(field)
+
     # ---- data ---------------------------------------------------------------------------------------
     def _encoding(self, field: str) -> Encoding:
         try:
@@ -216,10 +219,10 @@ class TraceReader:
         except (KeyError, TypeError, ValueError) as err:
             self._fail(f"{MANIFEST}: field {field} has a bad encoding ({err})")
 
-    def _chunk(self, chunk: int, field: str) -> np.ndarray:
+    def _chunk(self, chunk: int, field: str, decoded: bool = True) -> np.ndarray:
         if field not in self.manifest["fields"]:
             self._fail(f"has no field {field!r} (fields: {', '.join(self.fields)})")
-        cached = self._cache.get(field)
+        cached = self._cache.get((field, decoded))
         if cached is not None and cached[0] == chunk:
             return cached[1]
         spec = self.manifest["fields"][field]
@@ -231,32 +234,35 @@ class TraceReader:
         except Exception as err:  # zlib/lzma/CRC/npy header errors all mean the same thing here
             self._fail(f"member {name} is corrupt ({type(err).__name__}: {err})")
         shape = spec["shape"]
-        values = enc.decode(stored, shape[-1] if shape else 0)
+        values = enc.decode(stored, shape[-1] if shape else 0) if decoded else stored[""]
         start, stop = self.chunks[chunk]
-        if list(values.shape) != [stop - start, *shape]:
+        if decoded and list(values.shape) != [stop - start, *shape]:
             self._fail(f"member {name} has shape {list(values.shape)}, manifest says {[stop - start, *shape]}")
-        self._cache[field] = (chunk, values)
+        self._cache[(field, decoded)] = (chunk, values)
         return values
 
-    def iter_chunks(self, fields: list[str] | None = None, start: int = 0, stop: int | None = None
-                    ) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
-        """Yield ``{field: array [n, ...], "token_index": int64 [n]}`` chunk by chunk over [start, stop)."""
+    def iter_chunks(self, fields: list[str] | None = None, start: int = 0, stop: int | None = None,
+                    decoded: bool = True) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+        """Yield ``{field: array [n, ...], "token_index": int64 [n]}`` chunk by chunk over [start, stop).
+
+        ``decoded=False`` yields the stored main arrays (e.g. log8 codes) without decoding them."""
         fields = fields or self.fields
         stop = self.n_tokens if stop is None else stop
         for i, (c0, c1) in enumerate(self.chunks):
             lo, hi = max(c0, start), min(c1, stop)
             if lo >= hi:
                 continue
-            out = {f: self._chunk(i, f)[lo - c0 : hi - c0] for f in fields}
+            out = {f: self._chunk(i, f, decoded)[lo - c0 : hi - c0] for f in fields}
             out["token_index"] = np.arange(lo, hi, dtype=np.int64)
             yield out
 
-    def read(self, field: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Decoded ``field`` for tokens [start, stop): ``[stop - start, *per_token_shape]``."""
+    def read(self, field: str, start: int = 0, stop: int | None = None, decoded: bool = True) -> np.ndarray:
+        """Decoded ``field`` for tokens [start, stop): ``[stop - start, *per_token_shape]`` (``decoded=False``:
+        the stored array, e.g. log8 codes, for fast comparisons)."""
         stop = self.n_tokens if stop is None else stop
         if not 0 <= start <= stop <= self.n_tokens:
             self._fail(f"token range [{start}, {stop}) outside [0, {self.n_tokens})")
-        parts = [c[field] for c in self.iter_chunks([field], start, stop)]
+        parts = [c[field] for c in self.iter_chunks([field], start, stop, decoded)]
         if not parts:
             return np.zeros(
                 [0, *self.manifest["fields"][field]["shape"]], dtype=self.manifest["fields"][field]["dtype"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.traces.encoding import code_threshold, codes_above, log8_table
 from sim.traces.source import TraceSource, check_range
 
 # LLM in a Flash (arXiv 2312.11514) Table 6, OPT-6.7B: 1-based layer -> active fraction; published mean 3.30%.
@@ -80,6 +81,7 @@ class ProjectedSource:
         self.neurons = np.concatenate([rng.permutation(base.d_ff) for _ in range(reps)])[:d_ff]  # [F']
         self.gain = np.exp(gain_sigma * rng.standard_normal(d_ff)).astype(np.float32)  # [F']
         self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
+        self._cthr = self._code_thresholds()  # [L', F'] or None
 
     def _projected(self, values: np.ndarray, l: int) -> np.ndarray:
         """values [T, L, F] of the source -> projected magnitudes of target layer l [T, F']."""
@@ -89,10 +91,22 @@ class ProjectedSource:
         values = self.base.values(0, n)  # [n, L, F]
         return np.array([np.quantile(self._projected(values, l), 1.0 - self.density[l]) for l in range(self.n_layers)])
 
+    def _code_thresholds(self) -> np.ndarray | None:
+        """|act| * g > theta  <=>  code(|act|) > code_threshold(theta / g): [L', F'] per-neuron code thresholds."""
+        enc = self.base.reader.encoding("ffn_act")
+        if enc.kind != "log8":
+            return None
+        return code_threshold(log8_table(**enc.params), self.thresholds[:, None] / self.gain[None, :])
+
     def masks(self, start: int, stop: int) -> np.ndarray:
         check_range(self, start, stop)
-        values = self.base.values(start, stop)  # [T, L, F]
         out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
+        if self._cthr is not None:  # compare stored codes: same masks, no decoding, 1-byte gathers
+            codes = self.base.reader.read("ffn_act", start, stop, decoded=False)  # uint8 [T, L, F]
+            for l in range(self.n_layers):
+                out[:, l] = codes_above(codes[:, self.layers[l]][:, self.neurons], self._cthr[l])
+            return out
+        values = self.base.values(start, stop)  # [T, L, F]
         for l in range(self.n_layers):
             out[:, l] = self._projected(values, l) > self.thresholds[l]
         return out

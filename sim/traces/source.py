@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from sim.errors import TraceError
+from sim.traces.encoding import code_threshold, codes_above, log8_table
 from sim.traces.format import TraceReader
 from sim.traces.report import fit_rule
 from sim.traces.sparsity import SparsityRule
@@ -68,9 +69,20 @@ class TraceSource:
         self.n_layers, self.d_ff, self.d_model = int(m["n_layers"]), int(m["d_ff"]), int(m["d_model"])
         self.n_tokens = self.reader.n_tokens
         self._sha = ""
+        self._code_thr = self._code_thresholds()
+
+    def _code_thresholds(self) -> np.ndarray | None:
+        """Threshold rules on log8 fields compare stored codes (same masks, no decoding): [L] int codes."""
+        enc = self.reader.encoding(self.rule.field)
+        if self.rule.kind != "threshold" or enc.kind != "log8":
+            return None
+        return code_threshold(log8_table(**enc.params), self.fitted.thresholds)
 
     def masks(self, start: int, stop: int) -> np.ndarray:
         check_range(self, start, stop)
+        if self._code_thr is not None:
+            codes = self.reader.read(self.rule.field, start, stop, decoded=False)  # uint8 [T, L, F]
+            return codes_above(codes, self._code_thr[:, None])
         return self.fitted.mask(self.reader.read(self.rule.field, start, stop))  # [T, L, F]
 
     def values(self, start: int, stop: int) -> np.ndarray:
