@@ -294,3 +294,16 @@ class _StickySource:
 
     def describe(self):
         return "sticky test source"
+
+
+def test_corpus_splits_are_disjoint_and_carry_provenance():
+    from sim.traces import corpus
+
+    trace, held = corpus.contexts("trace"), corpus.contexts("heldout")
+    assert {(c.kind, c.package, c.path) for c in trace}.isdisjoint({(c.kind, c.package, c.path) for c in held})
+    assert {c.task for c in trace} == {c.task for c in held} == set(corpus.TASKS)
+    passage = corpus.load(corpus.contexts("trace", ["docs"])[0])
+    assert passage.provenance["source"].startswith("CPython") and len(passage.provenance["text_sha256"]) == 64
+    assert "Command-line parsing library" in passage.text  # argparse's module docstring
+    with pytest.raises(Exception, match="unknown task; known: code, docs, legal, literature"):
+        corpus.contexts("trace", ["poetry"])
