@@ -53,9 +53,12 @@ def run_experiment(
     """Run an experiment file and write its results folder; returns its path.
 
     ``kind: simulation`` (the default) simulates every case; ``kind: accuracy`` runs the numpy model
-    (sim.traces.accuracy) to measure perplexity and greedy agreement vs sparsity.
+    (sim.traces.accuracy) to measure perplexity and greedy agreement vs sparsity; ``kind: lif_accuracy`` runs
+    LLM in a Flash's predictor on the numpy model and in the simulator (sim.lif.real.accuracy).
     """
     path = Path(path)
+    if load_yaml(path).get("kind") == "lif_accuracy":
+        return _run_lif_accuracy(path, Path(out) if out is not None else default_out(path), overrides, plots, progress)
     if load_yaml(path).get("kind") == "accuracy":
         return _run_accuracy(path, Path(out) if out is not None else default_out(path), overrides, plots)
     cases = load_experiment(path, overrides)
@@ -77,6 +80,18 @@ def _run_accuracy(path: Path, out: Path, overrides: dict[str, Any] | None, plots
         run_accuracy(path, tmp)
         if plots:
             _run_plot(PLOTS_DIR / "accuracy.py", tmp)
+    return out
+
+
+def _run_lif_accuracy(path: Path, out: Path, overrides: dict[str, Any] | None, plots: bool, progress: bool) -> Path:
+    from sim.lif.real.accuracy import run_lif_accuracy
+
+    if overrides:
+        raise ConfigError("--set", next(iter(overrides)), "not supported for kind: lif_accuracy experiments")
+    with AtomicFolder(out) as tmp:
+        run_lif_accuracy(path, tmp, progress=progress)
+        if plots:
+            _run_plot(PLOTS_DIR / "lif_speed_accuracy.py", tmp)
     return out
 
 
