@@ -1,0 +1,65 @@
+"""What-if plots for the LLM in a Flash knobs (experiments/lif_whatif_*.yaml): three panels against the knob.
+
+x axis: the first ``sweep.<path>`` column of summary.csv (the swept value), else the case names. Lines: one
+per group of cases (the case name without the swept part, e.g. ``opt-all`` or ``all,bundling=none``).
+Panels: (1) mean per-token latency: total (thick), I/O, memory management, compute; (2) flash GB read per
+token and DRAM GB resident; (3) from tokens.parquet, the FFN fraction predicted, read fresh and resident per
+token (resident vs k with an oracle predictor is LLM in a Flash Fig. 4a) and, where a predictor ran, its
+false-negative rate.
+
+Usage: python experiments/plots/lif_whatif.py RESULTS_DIR  ->  RESULTS_DIR/whatif.png
+"""
+
+import re
+
+import pandas as pd
+from _common import COLORS, plt, results_dir, save
+
+from sim.config.profiles import load_model
+
+folder = results_dir()
+s = pd.read_csv(folder / "summary.csv")
+tokens = pd.read_parquet(folder / "tokens.parquet")
+sweep = [c for c in s.columns if c.startswith("sweep.")]
+if sweep:
+    leaf = sweep[0].rsplit(".", 1)[-1]
+    s["x"], s["group"] = s[sweep[0]], [re.sub(rf",{re.escape(leaf)}=[^,]*", "", c) for c in s["case"]]
+    xlabel = sweep[0].removeprefix("sweep.")
+else:
+    s["x"], s["group"], xlabel = s["case"], "", "case"
+per_token = tokens.groupby("case", sort=False).mean(numeric_only=True)
+fractions = ("neurons_predicted", "neurons_read", "neurons_resident", "predictor_fn")
+s = s.join(per_token.reindex(columns=list(fractions)), on="case")
+n_ffn = {m: load_model(m).n_layers * load_model(m).n_experts * load_model(m).d_ff for m in s["model"].unique()}
+for col in fractions[:3]:
+    s[col] = s[col] / s["model"].map(n_ffn)
+
+fig, (ax_t, ax_b, ax_n) = plt.subplots(1, 3, figsize=(15, 4.3))
+palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+for i, (group, g) in enumerate(s.groupby("group", sort=False)):
+    tag = f"{group} " if group else ""
+    ax_t.plot(g.x, g.total_ms, color="black" if not group else palette[i], lw=2.5, marker="o", label=f"{tag}total")
+    for part, style in (("io", "-"), ("memmgmt", "--"), ("compute", ":")):
+        color = COLORS[part] if not group else palette[i]
+        ax_t.plot(g.x, g[f"{part}_ms"], ls=style, color=color, marker=".", label=f"{tag}{part}")
+    ax_b.plot(g.x, g.flash_GB_per_token, marker="o", color=palette[i], label=f"{tag}flash GB/token")
+    ax_b.plot(g.x, g.dram_GB, marker="s", ls="--", color=palette[i], label=f"{tag}DRAM GB")
+    for col, style in zip(fractions, ("-", "--", ":", "-."), strict=True):
+        if g[col].notna().any():
+            ax_n.plot(
+                g.x,
+                100 * g[col],
+                ls=style,
+                marker=".",
+                color=palette[i],
+                label=f"{tag}{col[8:] if col.startswith('neurons_') else 'predictor FN rate'}",
+            )
+ax_t.set(yscale="log", xlabel=xlabel, ylabel="ms per token (mean)", title="latency")
+ax_b.set(yscale="log", xlabel=xlabel, ylabel="GB", title="flash read per token / DRAM resident")
+ax_n.set(xlabel=xlabel, ylabel="% of FFN neurons (FN: % of active)", title="neurons per token (resident: Fig. 4a)")
+for ax in (ax_t, ax_b, ax_n):
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6)
+    ax.tick_params(axis="x", rotation=30 if not sweep or s["x"].dtype == object else 0, labelsize=7)
+fig.suptitle(f"{folder.name}: {', '.join(s['model'].unique())} on {', '.join(s['hardware'].unique())}", fontsize=9)
+save(fig, folder / "whatif.png")
