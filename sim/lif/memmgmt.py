@@ -53,50 +53,65 @@ class NeuronMatrix:
 
     def step(self, insert: np.ndarray, evict: np.ndarray) -> MemStep:
         """Delete neurons evict [L, n] (resident), then append insert [L, n] (not resident after deletion)."""
-        if (evict & ~self.resident).any():
-            layer, neuron = (np.argwhere(evict & ~self.resident)[0]).tolist()
-            raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
-        moves = self._delete(evict)
-        if (insert & self.resident).any():
-            layer, neuron = (np.argwhere(insert & self.resident)[0]).tolist()
-            raise ValueError(f"layer {layer}: cannot insert neuron {neuron}: it is already resident")
-        appended = self._append(insert)
+        ev_layer, ev_neuron = _layer_major_nonzero(evict)
+        absent = self.slot_of[ev_layer, ev_neuron] < 0
+        if absent.any():
+            i = int(np.argmax(absent))  # the first offending (layer, neuron) in row-major order
+            raise ValueError(f"layer {ev_layer[i]}: cannot delete neuron {ev_neuron[i]}: it is not resident")
+        moves = self._delete(ev_layer, ev_neuron, evict)
+        in_layer, in_neuron = _layer_major_nonzero(insert)
+        present = self.slot_of[in_layer, in_neuron] >= 0
+        if present.any():
+            i = int(np.argmax(present))
+            raise ValueError(f"layer {in_layer[i]}: cannot insert neuron {in_neuron[i]}: it is already resident")
+        appended = self._append(in_layer, in_neuron)
         return MemStep(moves, moves * self.row_bytes, appended * self.row_bytes, self.n_rows.copy())
 
-    def _delete(self, evict: np.ndarray) -> np.ndarray:
-        layer, neuron = np.nonzero(evict)  # row-major: grouped by layer
-        new_n = self.n_rows - np.bincount(layer, minlength=len(self.n_rows))  # [L]
-        width = self.neuron_at.shape[1]
-        deleted = np.zeros((len(self.n_rows), width), bool)  # [L, cap]
-        deleted[layer, self.slot_of[layer, neuron]] = True
-        cols = np.arange(width)
-        tail = cols[None, :] >= new_n[:, None]  # [L, cap]
-        hole_l, hole_s = np.nonzero(deleted & ~tail)  # ascending slot within each layer
-        movers = (cols[None, :] < self.n_rows[:, None]) & tail & ~deleted
-        mov_l, mov_rev = np.nonzero(movers[:, ::-1])  # last row first within each layer
-        mov_s = width - 1 - mov_rev
-        moved = self.neuron_at[mov_l, mov_s]
-        self.slot_of[layer, neuron] = -1
-        self.neuron_at[hole_l, hole_s] = moved
-        self.slot_of[mov_l, moved] = hole_s
-        self.neuron_at[tail] = -1
-        self.n_rows = new_n
-        return np.bincount(hole_l, minlength=len(self.n_rows)).astype(np.int64)
+    def _delete(self, layer: np.ndarray, neuron: np.ndarray, evict: np.ndarray) -> np.ndarray:
+        """Evict (layer, neuron) pairs (layer-major, [d]); evict [L, n] is the same set as a mask.
 
-    def _append(self, insert: np.ndarray) -> np.ndarray:
-        layer, neuron = np.nonzero(insert)  # ascending neuron within each layer
+        Work is O(d): only the deleted rows and the d_l rows of each layer's tail [new_n, n_rows) are touched.
+        Holes (deleted rows below the new end, ascending) are filled by the tail's surviving rows, last first.
+        """
+        n_layers = len(self.n_rows)
+        count = np.bincount(layer, minlength=n_layers)  # [L] rows deleted per layer
+        new_n = self.n_rows - count  # [L]
+        slot = self.slot_of[layer, neuron]  # [d]
+        below = slot < new_n[layer]  # [d] holes; the other deleted rows are in the tail
+        holes = np.zeros(self.neuron_at.shape, bool)  # [L, cap]: ordering the holes by a mask beats a sort
+        holes[layer[below], slot[below]] = True
+        hole_l, hole_s = _layer_major_nonzero(holes)  # ascending slot within each layer
+        tail_l = np.repeat(np.arange(n_layers), count)  # [d] the tail rows, last row first within each layer
+        tail_s = self.n_rows[tail_l] - 1 - (np.arange(len(tail_l)) - (np.cumsum(count) - count)[tail_l])
+        tail_neuron = self.neuron_at[tail_l, tail_s]
+        survives = ~evict[tail_l, tail_neuron]  # [d] tail rows that are not deleted: the movers
+        mov_l, moved = tail_l[survives], tail_neuron[survives]
+        self.slot_of[layer, neuron] = -1
+        self.neuron_at[hole_l, hole_s] = moved  # per layer as many movers as holes, paired in these orders
+        self.slot_of[mov_l, moved] = hole_s
+        self.neuron_at[tail_l, tail_s] = -1
+        self.n_rows = new_n
+        return np.bincount(hole_l, minlength=n_layers).astype(np.int64)
+
+    def _append(self, layer: np.ndarray, neuron: np.ndarray) -> np.ndarray:
+        """Append (layer, neuron) pairs (layer-major, ascending neuron within each layer) at each layer's end."""
         count = np.bincount(layer, minlength=len(self.n_rows)).astype(np.int64)  # [L]
         over = np.flatnonzero(self.n_rows + count > self.capacity)
         if len(over):
             lay = int(over[0])
             need = int(self.n_rows[lay] + count[lay])
             raise ValueError(f"layer {lay}: {need} resident neurons exceed the preallocated {self.capacity[lay]} rows")
-        first = np.concatenate([[0], np.cumsum(count)[:-1]])  # [L] index of each layer's first insert
+        first = np.cumsum(count) - count  # [L] index of each layer's first insert
         slot = self.n_rows[layer] + np.arange(len(layer)) - first[layer]
         self.neuron_at[layer, slot] = neuron
         self.slot_of[layer, neuron] = slot
         self.n_rows = self.n_rows + count
         return count
+
+
+def _layer_major_nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[L, n] bool -> (layer, neuron) of its True entries, row-major (np.nonzero's order, one flat pass)."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
 
 def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:

@@ -39,20 +39,20 @@ class StatisticalPredictor:
             object.__setattr__(self, "_w_total", w.sum(axis=1, dtype=np.float64))  # [L]
 
     def predict(self, true: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """true [L, F] bool -> predicted [L, F] bool."""
+        """true [L, F] bool -> predicted [L, F] bool: u < recall where active, u < p_fp where not."""
         L, F = true.shape
-        u = rng.random(true.shape, dtype=np.float32)  # [L, F]
-        keep = true & (u < self.recall)
-        n_neg = F - true.sum(axis=1)  # [L]
+        u = rng.random(true.shape, dtype=np.float32)  # [L, F] one uniform per neuron
         if self.fp_weights is None:
-            fp = ~true & (u < self.fp_rate)
-            return keep | fp
-        layer, neuron = np.nonzero(true)
-        w_pos = np.bincount(layer, weights=self.fp_weights[layer, neuron], minlength=L)  # [L]
+            threshold = np.where(true, np.float32(self.recall), np.float32(self.fp_rate))  # [L, F]
+            return u < threshold
+        active = np.flatnonzero(true)  # [a] flat indices, layer-major
+        layer = active // F
+        w_pos = np.bincount(layer, weights=self.fp_weights.ravel()[active], minlength=L)  # [L]
+        n_neg = F - np.bincount(layer, minlength=L)  # [L]
         scale = self.fp_rate * n_neg / np.maximum(self._w_total - w_pos, 1e-30)  # [L]
-        p_fp = self.fp_weights * scale[:, None].astype(np.float32)  # [L, F]; u < p >= 1 is always true: no clip
-        fp = ~true & (u < p_fp)  # u is compared on disjoint sets for keep and fp
-        return keep | fp
+        threshold = self.fp_weights * scale[:, None].astype(np.float32)  # [L, F] p_fp; u < p >= 1 always: no clip
+        np.copyto(threshold, np.float32(self.recall), where=true)  # u is compared once per neuron
+        return u < threshold
 
     def nbytes(self, d_model: int, d_ff: int, ranks: np.ndarray, dtype: str) -> float:
         """DRAM a real low-rank predictor of these ranks would hold (what the simulation charges)."""

@@ -60,3 +60,8 @@ class SlidingWindow:
         self._pos = (self._pos + 1) % self.k
         after = self.resident
         return WindowStep(load=stored & ~before, evict=before & ~after, resident=after)
+
+
+def row_counts(mask: np.ndarray) -> np.ndarray:
+    """[L, n] bool -> [L] int64 True entries per row (a popcount of the packed bits: 3x a bool sum)."""
+    return np.bitwise_count(np.packbits(mask, axis=1)).sum(axis=1, dtype=np.int64)

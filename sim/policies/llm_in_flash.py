@@ -35,7 +35,7 @@ from sim.lif.masks import MaskStream
 from sim.lif.memmgmt import NeuronMatrix
 from sim.lif.predictor import LowRankPredictor, TrainConfig
 from sim.lif.statistical import StatisticalPredictor
-from sim.lif.window import SlidingWindow
+from sim.lif.window import SlidingWindow, row_counts
 from sim.models.profile import dtype_bytes
 from sim.policies.base import RunContext
 from sim.policies.ops import attention_ops, ffn_ops, lm_head_ops
@@ -90,6 +90,7 @@ class LlmInFlash:
         self.matrix = NeuronMatrix(self.n, peak, self.neuron_bytes)
         self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
         self._allocate(ctx)
+        self._static_ops = self._layer_static_ops(ctx)
 
     def _mask_stream(self, ctx: RunContext) -> MaskStream:
         cfg, src = self.config, ctx.activations
@@ -150,7 +151,7 @@ class LlmInFlash:
         for t in range(self.config.capacity_tokens):  # one vectorised step per token
             _, pred = self.stream.token(t)
             step = window.step(pred, self._friends_of(window.missing(pred)))
-            peak = np.maximum(peak, step.resident.sum(axis=1))
+            peak = np.maximum(peak, row_counts(step.resident))
         self.stream.reset()
         return peak
 
@@ -183,40 +184,54 @@ class LlmInFlash:
         copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
         if self.config.memmgmt_appends:
             copied = copied + mem.appended_bytes
-        n_ffn = pred.sum(axis=1) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
+        n_ffn = row_counts(pred) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
         self._record(true, pred, needed, step.load, mem, copied)
-        layer, neuron = np.nonzero(needed)  # one pass for all layers, grouped by layer
-        per_layer = np.split(neuron, np.cumsum(np.bincount(layer, minlength=self.n_layers))[:-1])
-        return [self._layer_plan(t, l, per_layer[l], float(copied[l]), int(n_ffn[l])) for l in range(self.n_layers)]
+        flat = np.flatnonzero(needed)  # one pass for all layers, layer-major
+        bounds = np.searchsorted(flat, np.arange(self.n_layers + 1) * self.n).tolist()  # [L + 1]
+        ctx = self.ctx
+        attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
+        per_layer = [flat[bounds[l] : bounds[l + 1]] - l * self.n for l in range(self.n_layers)]
+        return [
+            self._layer_plan(l, per_layer[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
+        ]
 
-    def _layer_plan(self, t: int, layer: int, needed: np.ndarray, copied: float, n_ffn: int) -> LayerPlan:
-        """needed: sorted indices of the layer's neurons to read."""
+    def _layer_static_ops(self, ctx: RunContext) -> list[tuple[tuple[Op, ...], tuple[Op, ...]]]:
+        """Per layer, the ops that do not change between tokens: (before the FFN, after it)."""
+        static = []
+        for layer in range(self.n_layers):
+            before: tuple[Op, ...] = ()
+            if self.predictor is not None:
+                w = float((ctx.model.d_model + self.n) * self.ranks[layer])
+                before = (Op("predictor", 2.0 * w, dtype_bytes(ctx.dtype, w), ctx.dtype),)
+            after = lm_head_ops(ctx.model, ctx.dtype) if layer == self.n_layers - 1 else ()
+            static.append((before, after))
+        return static
+
+    def _layer_plan(
+        self, layer: int, needed: np.ndarray, copied: float, n_ffn: int, attention: tuple[Op, ...]
+    ) -> LayerPlan:
+        """needed: sorted indices of the layer's neurons to read; ops: attention, predictor, FFN, (LM head)."""
         ctx, cfg = self.ctx, self.config
-        ops = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)
-        if self.predictor is not None:
-            w = float((ctx.model.d_model + self.n) * self.ranks[layer])
-            ops = ops + (Op("predictor", 2.0 * w, dtype_bytes(ctx.dtype, w), ctx.dtype),)
-        ops = ops + ffn_ops(ctx.model, ctx.dtype, n_ffn, gathered=cfg.ffn_compute == "active")
-        if layer == self.n_layers - 1:
-            ops = ops + lm_head_ops(ctx.model, ctx.dtype)
+        before, after = self._static_ops[layer]
+        ffn = ffn_ops(ctx.model, ctx.dtype, n_ffn, gathered=cfg.ffn_compute == "active")
         return LayerPlan(
             layer=layer,
             issue_at=layer - 1 if cfg.overlap else layer,
             preload=self.layout.neuron_extents(layer, needed),
             memmgmt_bytes=copied,
-            ops=ops,
+            ops=attention + before + ffn + after,
             processor=ctx.processor,
         )
 
     def _record(self, true, pred, needed, loaded, mem, copied) -> None:
-        n_true = float(true.sum())
+        n_true = float(np.count_nonzero(true))
         self._stats = {
             "neurons_true": n_true,
-            "neurons_predicted": float(pred.sum()),
-            "neurons_read": float(needed.sum()),
-            "neurons_loaded": float(loaded.sum()),
+            "neurons_predicted": float(np.count_nonzero(pred)),
+            "neurons_read": float(np.count_nonzero(needed)),
+            "neurons_loaded": float(np.count_nonzero(loaded)),
             "neurons_resident": float(mem.n_rows.sum()),
-            "predictor_fn": float((true & ~pred).sum()) / n_true if n_true else 0.0,
+            "predictor_fn": float(np.count_nonzero(true & ~pred)) / n_true if n_true else 0.0,
             "memmgmt_rows_moved": float(mem.moves.sum()),
             "memmgmt_bytes": float(copied.sum()),
         }
