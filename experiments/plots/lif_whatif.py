@@ -1,7 +1,8 @@
 """What-if plots for the LLM in a Flash knobs (experiments/lif_whatif_*.yaml): three panels against the knob.
 
-x axis: the first ``sweep.<path>`` column of summary.csv (the swept value), else the case names. Lines: one
-per group of cases (the case name without the swept part, e.g. ``opt-all`` or ``all,bundling=none``).
+x axis: the first ``sweep.<path>`` column of summary.csv (the swept value); else, for cases named
+``<group>,<point>``, the DRAM budget if it varies (else the point); else the case names. Lines: one per group
+of cases (the case name without the swept part or point, e.g. ``opt-all``, ``all,bundling=none``, ``hybrid``).
 Panels: (1) mean per-token latency: total (thick), I/O, memory management, compute; (2) flash GB read per
 token and DRAM GB resident; (3) from tokens.parquet, the FFN fraction predicted, read fresh and resident per
 token (resident vs k with an oracle predictor is LLM in a Flash Fig. 4a) and, where a predictor ran, its
@@ -25,6 +26,11 @@ if sweep:
     leaf = sweep[0].rsplit(".", 1)[-1]
     s["x"], s["group"] = s[sweep[0]], [re.sub(rf",{re.escape(leaf)}=[^,]*", "", c) for c in s["case"]]
     xlabel = sweep[0].removeprefix("sweep.")
+elif s["case"].str.contains(",").all():  # cases named "<group>,<point>" (e.g. lif_whatif_budget.yaml)
+    s["group"] = s["case"].str.split(",").str[0]
+    by_budget = s["dram_budget_GB"].nunique() > 1
+    s["x"] = s["dram_budget_GB"] if by_budget else s["case"].str.split(",", n=1).str[1]
+    xlabel = "DRAM budget (GB)" if by_budget else "case"
 else:
     s["x"], s["group"], xlabel = s["case"], "", "case"
 per_token = tokens.groupby("case", sort=False).mean(numeric_only=True)
@@ -42,6 +48,10 @@ for i, (group, g) in enumerate(s.groupby("group", sort=False)):
     for part, style in (("io", "-"), ("memmgmt", "--"), ("compute", ":")):
         color = COLORS[part] if not group else palette[i]
         ax_t.plot(g.x, g[f"{part}_ms"], ls=style, color=color, marker=".", label=f"{tag}{part}")
+    if xlabel.startswith("DRAM budget") and (g.policy == "llm_in_flash").all():  # the fit boundary
+        ax_t.axvline(g.dram_GB.min(), color=palette[i], lw=0.8, ls=":")
+        label = f" {group} fits from {g.dram_GB.min():.2f} GB"
+        ax_t.text(g.dram_GB.min(), 0.5, label, fontsize=7, rotation=90, transform=ax_t.get_xaxis_transform())
     ax_b.plot(g.x, g.flash_GB_per_token, marker="o", color=palette[i], label=f"{tag}flash GB/token")
     ax_b.plot(g.x, g.dram_GB, marker="s", ls="--", color=palette[i], label=f"{tag}DRAM GB")
     for col, style in zip(fractions, ("-", "--", ":", "-."), strict=True):
@@ -60,6 +70,6 @@ ax_n.set(xlabel=xlabel, ylabel="% of FFN neurons (FN: % of active)", title="neur
 for ax in (ax_t, ax_b, ax_n):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6)
-    ax.tick_params(axis="x", rotation=30 if not sweep or s["x"].dtype == object else 0, labelsize=7)
-fig.suptitle(f"{folder.name}: {', '.join(s['model'].unique())} on {', '.join(s['hardware'].unique())}", fontsize=9)
+    ax.tick_params(axis="x", rotation=30 if s["x"].dtype == object else 0, labelsize=7)
+fig.suptitle(f"{', '.join(s['model'].unique())} on {', '.join(s['hardware'].unique())}", fontsize=9)
 save(fig, folder / "whatif.png")
