@@ -86,9 +86,10 @@ def simulate_points(config, experiment_path: Path, files: list[Path], metas: dic
                     f"{hw.name}_dram_MB": 1e3 * s["dram_GB"], f"{hw.name}_sim_fn_rate": fn}  # fmt: skip
         rows.append(row)
     first = results[0].summary
+    acts_used = [r.summary["activations"] for r in results]
     failed_note = f" Did not fit the DRAM budget: {'; '.join(failed)}." if failed else ""
     hw_names = ", ".join(f"{h.name} = {h.hardware} ({h.processor})" for h in config.simulation.hardware)
     about = (f"{len(cases)} cases (`simulation/experiment.yaml`, results in `simulation/`), hardware {hw_names}; "
-             f"{first['tokens']} decode tokens per case; activations: {first['activations']}."
+             f"{first['tokens']} decode tokens per case; activations: {'; '.join(dict.fromkeys(acts_used))}."
              f"{failed_note}")  # fmt: skip
     return rows, about
