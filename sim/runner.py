@@ -98,10 +98,10 @@ def _run_lif_accuracy(path: Path, out: Path, overrides: dict[str, Any] | None, p
 def _simulate_all(cases: Sequence[Case], progress: bool) -> list[CaseResult]:
     total = sum(c.config.decode_tokens for c in cases)
     with tqdm(total=total, unit="tok", disable=None if progress else True, desc="simulating", leave=False) as bar:
-        results = []
+        results, cache = [], {}
         for case in cases:
             bar.set_postfix_str(case.name)
-            results.append(simulate_case(case, progress=bar.update))
+            results.append(simulate_case(case, progress=bar.update, cache=cache))
     return results
 
 

@@ -34,17 +34,29 @@ def build_activations(
     rng: np.random.Generator,
     experiment_dir: Path | None = None,
     source: str = "experiment",
+    cache: dict | None = None,
 ) -> ActivationSource:
+    """The source ``cfg`` names. ``cache`` (one dict per run) shares deterministic trace readers between cases:
+    opening and calibrating a trace is most of a small case's set-up time. Random choices are never cached."""
     path = resolve_trace_path(cfg.path, experiment_dir, source)
     rule = getattr(cfg, "rule", "threshold:0.9")
+
+    def trace(rule: str, calib_tokens: int) -> TraceSource:
+        key = (str(path.resolve()), path.stat().st_mtime_ns, rule, calib_tokens)
+        if cache is None:
+            return TraceSource(path, rule, calib_tokens)
+        if key not in cache:
+            cache[key] = TraceSource(path, rule, calib_tokens)
+        return cache[key]
+
     if isinstance(cfg, ProjectedActivations):
-        base = TraceSource(path, "dense", calib_tokens=1)
+        base = trace("dense", 1)
         density = opt_6_7b_density(model.n_layers) if cfg.density == "opt-6.7b-table6" else cfg.density
         src = ProjectedSource.onto(
             base, model, rng, density=density, gain_sigma=cfg.gain_sigma, calib_tokens=cfg.calib_tokens
         )
     elif isinstance(cfg, SyntheticActivations):
-        fitted = fit(TraceSource(path, rule, cfg.calib_tokens))
+        fitted = fit(trace(rule, cfg.calib_tokens))
         src = SyntheticSource(
             fitted,
             rng,
@@ -54,7 +66,8 @@ def build_activations(
             density=cfg.density,
         )
     else:
-        src = TraceSource(path, rule, cfg.calib_tokens, model=model)
+        src = trace(rule, cfg.calib_tokens)
+        src.reader.validate_against(model)
     _check_shape(src, model, source)
     return Offset(src, cfg.offset_tokens) if cfg.offset_tokens else src
 

@@ -29,7 +29,10 @@ class CaseResult:
     spans: Recorder
 
 
-def simulate_case(case: Case, progress: Callable[[int], None] | None = None, timeline: bool = True) -> CaseResult:
+def simulate_case(
+    case: Case, progress: Callable[[int], None] | None = None, timeline: bool = True, cache: dict | None = None
+) -> CaseResult:
+    """Simulate one case. ``cache``: a dict shared by the cases of one run (see build_activations)."""
     cfg = case.config
     wall0 = time.perf_counter()
     env = simpy.Environment()
@@ -46,7 +49,7 @@ def simulate_case(case: Case, progress: Callable[[int], None] | None = None, tim
         processor=cfg.processor,
         context_tokens=cfg.context_tokens,
         layout=build_layout(cfg.layout.name, case.model, cfg.dtype),
-        activations=_activations(case, rng),
+        activations=_activations(case, rng, cache),
         rng=rng,
     )
     policy = make_policy(cfg.policy)
@@ -61,12 +64,12 @@ def simulate_case(case: Case, progress: Callable[[int], None] | None = None, tim
     return CaseResult(case.name, tokens, summary, recorder)
 
 
-def _activations(case: Case, rng: np.random.Generator):
+def _activations(case: Case, rng: np.random.Generator, cache: dict | None):
     cfg = case.config.activations
     if cfg is None:
         return None
     folder = case.path.parent if case.path else None
-    return build_activations(cfg, case.model, rng, folder, str(case.path or "experiment"))
+    return build_activations(cfg, case.model, rng, folder, str(case.path or "experiment"), cache)
 
 
 def _decode(env, devices: Devices, policy, cfg, recorder: Recorder, rows: list, progress):
