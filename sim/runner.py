@@ -7,15 +7,18 @@ all of it, plots included, succeeded.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from sim.config.base import load_yaml
+from sim.config.base import load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
 from sim.engine.simulate import CaseResult, simulate_case
@@ -43,6 +46,57 @@ def plot_scripts(experiment_path: Path, cases: Sequence[Case]) -> list[Path]:
     return [PLOTS_DIR / n for n in names]
 
 
+@dataclass(frozen=True)
+class OtherKind:
+    """An experiment kind other than simulation: its config class, runner and plot script (lazy imports)."""
+
+    module: str
+    config: str
+    run: str
+    plot: str
+
+    def config_class(self):
+        return getattr(importlib.import_module(self.module), self.config)
+
+    def runner(self):
+        return getattr(importlib.import_module(self.module), self.run)
+
+
+OTHER_KINDS = {
+    # perplexity and greedy agreement vs sparsity on the numpy model
+    "accuracy": OtherKind("sim.traces.accuracy", "AccuracyConfig", "run_accuracy", "accuracy.py"),
+    # LLM in a Flash's predictor on the numpy model (accuracy) and in the simulator (speed)
+    "lif_accuracy": OtherKind(
+        "sim.lif.real.accuracy", "LifAccuracyConfig", "run_lif_accuracy", "lif_speed_accuracy.py"
+    ),
+}
+
+
+def experiment_kind(path: Path) -> str:
+    kind = load_yaml(path).get("kind", "simulation")
+    if kind != "simulation" and kind not in OTHER_KINDS:
+        raise ConfigError(path, "kind", f"unknown kind; known: simulation, {', '.join(OTHER_KINDS)}", kind)
+    return kind
+
+
+def validate_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[str]:
+    """Check a file of any kind without running it; returns one line per case (or one for other kinds)."""
+    path = Path(path)
+    kind = experiment_kind(path)
+    if kind != "simulation":
+        _no_overrides(kind, overrides)
+        config = validate(OTHER_KINDS[kind].config_class(), load_yaml(path), path)
+        return [f"ok  {config.name}: kind {kind}"]
+    lines = []
+    for case in load_experiment(path, overrides):
+        c = case.config
+        lines.append(
+            f"ok  {case.name}: {case.model.name} {c.dtype} on {case.hardware.name}/{c.processor}, "
+            f"policy {c.policy.name}, {c.decode_tokens} tokens"
+        )
+    return lines
+
+
 def run_experiment(
     path: str | Path,
     out: str | Path | None = None,
@@ -52,17 +106,15 @@ def run_experiment(
 ) -> Path:
     """Run an experiment file and write its results folder; returns its path.
 
-    ``kind: simulation`` (the default) simulates every case; ``kind: accuracy`` runs the numpy model
-    (sim.traces.accuracy) to measure perplexity and greedy agreement vs sparsity; ``kind: lif_accuracy`` runs
-    LLM in a Flash's predictor on the numpy model and in the simulator (sim.lif.real.accuracy).
+    ``kind: simulation`` (the default) simulates every case; other kinds (``OTHER_KINDS``) run their own runner.
+    Everything, plots included, is written into a temporary folder that replaces ``out`` at the end.
     """
     path = Path(path)
-    if load_yaml(path).get("kind") == "lif_accuracy":
-        return _run_lif_accuracy(path, Path(out) if out is not None else default_out(path), overrides, plots, progress)
-    if load_yaml(path).get("kind") == "accuracy":
-        return _run_accuracy(path, Path(out) if out is not None else default_out(path), overrides, plots)
-    cases = load_experiment(path, overrides)
     out = Path(out) if out is not None else default_out(path)
+    kind = experiment_kind(path)
+    if kind != "simulation":
+        return _run_other(OTHER_KINDS[kind], kind, path, out, overrides, plots, progress)
+    cases = load_experiment(path, overrides)
     results = _simulate_all(cases, progress)
     with AtomicFolder(out) as tmp:
         write_results(tmp, path, cases, results)
@@ -71,27 +123,21 @@ def run_experiment(
     return out
 
 
-def _run_accuracy(path: Path, out: Path, overrides: dict[str, Any] | None, plots: bool) -> Path:
-    from sim.traces.accuracy import run_accuracy
-
+def _no_overrides(kind: str, overrides: dict[str, Any] | None) -> None:
     if overrides:
-        raise ConfigError("--set", next(iter(overrides)), "not supported for kind: accuracy experiments")
+        raise ConfigError("--set", next(iter(overrides)), f"not supported for kind: {kind} experiments")
+
+
+def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plots: bool, progress: bool) -> Path:
+    _no_overrides(kind, overrides)
+    runner = spec.runner()
     with AtomicFolder(out) as tmp:
-        run_accuracy(path, tmp)
+        if "progress" in inspect.signature(runner).parameters:
+            runner(path, tmp, progress=progress)
+        else:
+            runner(path, tmp)
         if plots:
-            _run_plot(PLOTS_DIR / "accuracy.py", tmp)
-    return out
-
-
-def _run_lif_accuracy(path: Path, out: Path, overrides: dict[str, Any] | None, plots: bool, progress: bool) -> Path:
-    from sim.lif.real.accuracy import run_lif_accuracy
-
-    if overrides:
-        raise ConfigError("--set", next(iter(overrides)), "not supported for kind: lif_accuracy experiments")
-    with AtomicFolder(out) as tmp:
-        run_lif_accuracy(path, tmp, progress=progress)
-        if plots:
-            _run_plot(PLOTS_DIR / "lif_speed_accuracy.py", tmp)
+            _run_plot(PLOTS_DIR / spec.plot, tmp)
     return out
 
 

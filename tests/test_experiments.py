@@ -13,16 +13,25 @@ import pytest
 
 from sim.config.base import load_yaml
 from sim.config.experiment import load_experiment
-from sim.runner import run_experiment
+from sim.errors import ConfigError
+from sim.runner import run_experiment, validate_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if load_yaml(p).get("kind", "simulation") == "simulation")
+ALL_FILES = sorted(EXPERIMENTS.glob("*.yaml"))
+FILES = [p for p in ALL_FILES if load_yaml(p).get("kind", "simulation") == "simulation"]
 CI_FILES = [p for p in FILES if load_experiment(p)[0].config.ci]
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+@pytest.mark.parametrize("path", ALL_FILES, ids=[p.stem for p in ALL_FILES])
 def test_experiment_file_validates(path):
-    assert load_experiment(path)
+    assert all(line.startswith("ok  ") for line in validate_experiment(path))
+
+
+def test_unknown_kind(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("kind: telepathy\nname: x\n")
+    with pytest.raises(ConfigError, match=r"e\.yaml: kind: unknown kind; known: simulation, accuracy.*'telepathy'"):
+        validate_experiment(path)
 
 
 @pytest.mark.parametrize("path", CI_FILES, ids=[p.stem for p in CI_FILES])

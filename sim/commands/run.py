@@ -8,9 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from sim.config.experiment import load_experiment
 from sim.errors import ConfigError
-from sim.runner import run_experiment
+from sim.runner import run_experiment, validate_experiment
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:
@@ -43,14 +42,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    cases = load_experiment(args.file, parse_sets(args.set))
-    for case in cases:
-        c = case.config
-        print(
-            f"ok  {case.name}: {case.model.name} {c.dtype} on {case.hardware.name}/{c.processor}, "
-            f"policy {c.policy.name}, "
-            f"{c.decode_tokens} tokens"
-        )
+    for line in validate_experiment(args.file, parse_sets(args.set)):
+        print(line)
     return 0
 
 
