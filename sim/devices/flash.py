@@ -58,6 +58,9 @@ def _merge(ext: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return start[first], end - start[first]
 
 
+MEMO_MAX_EXTENTS = 16  # batches of at most this many extents have their service time memoised
+
+
 class Flash:
     """A flash device reading into ``spec.target_memory``; see the module docstring for the model."""
 
@@ -71,6 +74,7 @@ class Flash:
         self._log_qd = np.log(np.asarray(spec.curve.queue_depths, dtype=float))  # [n_qd]
         self._log_thr = np.log(np.asarray(spec.curve.throughput, dtype=float))  # [n_qd, n_chunk]
         self._rows: dict[float, np.ndarray] = {}  # queue depth -> log throughput over chunk sizes [n_chunk]
+        self._memo: dict[tuple[bytes, int | None], tuple[float, int, float]] = {}  # small batch -> _transfer
         self.bytes_read = 0.0
         self.n_reads = 0
         self.n_requests = 0
@@ -80,8 +84,12 @@ class Flash:
         chunk = np.asarray(chunk_bytes, dtype=float)
         if not queue_depth > 0 or (chunk <= 0).any():
             raise ValueError(f"{self.name}: chunk_bytes and queue_depth(={queue_depth!r}) must be > 0")
-        out = np.exp(np.interp(np.log(chunk), self._log_chunk, self._row(float(queue_depth))))  # clamped
+        out = self._throughput(chunk, float(queue_depth))
         return float(out) if out.ndim == 0 else out
+
+    def _throughput(self, chunk: np.ndarray, queue_depth: float) -> np.ndarray:
+        """throughput_Bps without the argument checks (chunk > 0 and queue_depth > 0 already hold)."""
+        return np.exp(np.interp(np.log(chunk), self._log_chunk, self._row(queue_depth)))  # clamped
 
     def _row(self, queue_depth: float) -> np.ndarray:
         """Log throughput over the chunk-size grid at ``queue_depth``: linear in log qd, clamped. Cached."""
@@ -111,12 +119,26 @@ class Flash:
         return (self.spec.latency + transfer_s if n else 0.0), n, nbytes
 
     def _transfer(self, extents: np.ndarray, queue_depth: int | None) -> tuple[float, int, float]:
-        lengths = _merge(np.asarray(extents, dtype=np.int64).reshape(-1, 2))[1].astype(float)  # [m]
+        """(transfer seconds, requests, bytes) of a batch. Batches of a few extents (whole ops, as the dense
+        policies read the same ones every token) are memoised by content; the result is a pure function of it."""
+        ext = np.asarray(extents, dtype=np.int64).reshape(-1, 2)
+        key = (ext.tobytes(), queue_depth) if ext.shape[0] <= MEMO_MAX_EXTENTS else None
+        found = self._memo.get(key) if key else None
+        if found is None:
+            found = self._service(_merge(ext)[1].astype(float), queue_depth)
+            if key and len(self._memo) < 1024:
+                self._memo[key] = found
+        return found
+
+    def _service(self, lengths: np.ndarray, queue_depth: int | None) -> tuple[float, int, float]:
+        """lengths [m] of the merged requests (all > 0) -> (transfer seconds, m, bytes)."""
         n = int(lengths.size)
         if n == 0:
             return 0.0, 0, 0.0
         qd = min(self.spec.max_queue_depth, n) if queue_depth is None else queue_depth
-        transfer_s = float(np.sum(lengths / self.throughput_Bps(lengths, qd)))
+        if not qd > 0:
+            raise ValueError(f"{self.name}: chunk_bytes and queue_depth(={qd!r}) must be > 0")
+        transfer_s = float(np.sum(lengths / self._throughput(lengths, float(qd))))
         return transfer_s, n, float(lengths.sum())
 
     def read(self, extents: np.ndarray, tag: str = "read", queue_depth: int | None = None) -> simpy.Event:

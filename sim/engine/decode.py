@@ -11,6 +11,12 @@ Order of events within a token (same-time ties resolve in SimPy's FIFO order of 
 - compute, per layer: wait ``loaded`` -> on-demand read -> link transfers -> DRAM copy -> processor ops.
 Tokens are a barrier: token t+1 starts when both processes of token t are done, because its inputs
 depend on token t's output.
+
+Serial tokens (no plan issues its preload before its own layer starts, and none waits for a later layer's read)
+run as ONE process: the compute process issues each preload itself when it reaches the layer. That is the same
+instant the loader would issue it, with the flash as idle as the loader would find it (the previous layer's read
+has completed), so every time is identical; it only saves the reached/loaded hand-over (two events and two process
+switches per layer).
 """
 
 from __future__ import annotations
@@ -41,31 +47,42 @@ class TokenTimes:
         return self.end_s - self.start_s
 
 
+def _preload(env: simpy.Environment, devices: Devices, plan: LayerPlan) -> simpy.Event:
+    """Read the plan's preload from flash (and stage it over the link if the processor computes elsewhere)."""
+    read = devices.flash.read(plan.preload, tag=f"L{plan.layer} preload")
+    dst = devices.processors[plan.processor].spec.memory
+    src = devices.flash.spec.target_memory
+    if dst != src:
+        nbytes = float(plan.preload[:, 1].sum())
+        xfer = devices.link_between(src, dst).transfer(src, dst, nbytes, f"L{plan.layer} stage")
+        read = env.all_of([read, xfer])
+    return read
+
+
 def _loader(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded):
     for plan in plans:
         if plan.preload.shape[0] == 0:
             continue
         if plan.issue_at >= 0:
             yield reached[plan.issue_at]
-        read = devices.flash.read(plan.preload, tag=f"L{plan.layer} preload")
-        dst = devices.processors[plan.processor].spec.memory
-        src = devices.flash.spec.target_memory
-        if dst != src:
-            nbytes = float(plan.preload[:, 1].sum())
-            xfer = devices.link_between(src, dst).transfer(src, dst, nbytes, f"L{plan.layer} stage")
-            read = env.all_of([read, xfer])
-        yield read
+        yield _preload(env, devices, plan)
         loaded[plan.layer].succeed()
 
 
 def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded, times):
+    """reached/loaded None: serial token, the preloads are issued here (see the module docstring)."""
+    inline = loaded is None
     for plan in plans:
-        if plan.layer in reached:
-            reached[plan.layer].succeed()
-        wait_for = plan.layer if plan.preload.shape[0] else plan.ready_with
         t0 = env.now
-        if wait_for is not None:
-            yield loaded[wait_for]
+        if inline:
+            if plan.preload.shape[0]:
+                yield _preload(env, devices, plan)
+        else:
+            if plan.layer in reached:
+                reached[plan.layer].succeed()
+            wait_for = plan.layer if plan.preload.shape[0] else plan.ready_with
+            if wait_for is not None:
+                yield loaded[wait_for]
         if plan.on_demand.shape[0]:
             yield devices.flash.read(plan.on_demand, tag=f"L{plan.layer} on-demand")
         t1 = env.now
@@ -89,11 +106,22 @@ def run_token(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPla
     Only the ``reached`` events some preload waits for, and the ``loaded`` events of layers with a preload,
     exist (an event nobody waits for would cost a scheduling step per layer).
     """
+    times = TokenTimes(start_s=env.now)
+    if _serial(plans):
+        yield from _compute(env, devices, plans, None, None, times)  # within this process: no hand-over at all
+        times.end_s = env.now
+        return times
     reached = {p.issue_at: env.event() for p in plans if p.preload.shape[0] and p.issue_at >= 0}
     loaded = {p.layer: env.event() for p in plans if p.preload.shape[0]}
-    times = TokenTimes(start_s=env.now)
     loader = env.process(_loader(env, devices, plans, reached, loaded))
     yield env.process(_compute(env, devices, plans, reached, loaded, times))
     yield loader
     times.end_s = env.now
     return times
+
+
+def _serial(plans: Sequence[LayerPlan]) -> bool:
+    """Every preload is issued when its own layer starts and no layer waits for a later layer's read."""
+    return all(
+        p.issue_at == p.layer if p.preload.shape[0] else p.ready_with is None or p.ready_with < p.layer for p in plans
+    )

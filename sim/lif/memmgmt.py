@@ -11,7 +11,7 @@ one neuron's bundle, ``row_bytes``). Per token, first deletions, then insertions
   flash; ``appended_bytes`` reports them separately from the copies).
 
 The row order is tracked exactly with index arrays ``slot_of [L, n]`` and ``neuron_at [L, capacity]``,
-updated for all layers at once (no loop over layers or neurons).
+updated for all layers at once (no loop over layers or neurons), touching only the rows that change.
 """
 
 from __future__ import annotations
@@ -32,15 +32,20 @@ class MemStep:
 
 
 class NeuronMatrix:
+    """Row order per layer, kept in flat views: ``slot_of`` [L * n] and ``neuron_at`` [L * cap] (``layer * width +
+    index``), so each step is a few gathers and scatters over the changed neurons (no [L, n] pass but the masks')."""
+
     def __init__(self, n_neurons: int, capacity_rows: np.ndarray, row_bytes: float):
         self.capacity = np.asarray(capacity_rows, dtype=np.int64)  # [L]
         if self.capacity.ndim != 1 or (self.capacity < 0).any() or (self.capacity > n_neurons).any():
             raise ValueError(f"capacity_rows must be [L] in 0..{n_neurons} (got {capacity_rows!r})")
         n_layers, width = len(self.capacity), int(self.capacity.max(initial=0))
         self.row_bytes = float(row_bytes)
-        self.slot_of = np.full((n_layers, n_neurons), -1, np.int64)  # [L, n] row of each neuron, -1: absent
-        self.neuron_at = np.full((n_layers, width), -1, np.int64)  # [L, cap] neuron in each row
+        self.n, self.width = n_neurons, width
+        self.slot_of = np.full((n_layers, n_neurons), -1, np.int32)  # [L, n] row of each neuron, -1: absent
+        self.neuron_at = np.full((n_layers, width), -1, np.int32)  # [L, cap] neuron in each row
         self.n_rows = np.zeros(n_layers, np.int64)  # [L]
+        self._slot, self._neuron = self.slot_of.reshape(-1), self.neuron_at.reshape(-1)  # flat views
 
     @property
     def allocated_bytes(self) -> float:
@@ -53,48 +58,51 @@ class NeuronMatrix:
 
     def step(self, insert: np.ndarray, evict: np.ndarray) -> MemStep:
         """Delete neurons evict [L, n] (resident), then append insert [L, n] (not resident after deletion)."""
-        ev_layer, ev_neuron = _layer_major_nonzero(evict)
-        absent = self.slot_of[ev_layer, ev_neuron] < 0
+        gone = np.flatnonzero(evict)  # [d] flat layer * n + neuron, ascending (row-major)
+        absent = self._slot.take(gone) < 0
         if absent.any():
-            i = int(np.argmax(absent))  # the first offending (layer, neuron) in row-major order
-            raise ValueError(f"layer {ev_layer[i]}: cannot delete neuron {ev_neuron[i]}: it is not resident")
-        moves = self._delete(ev_layer, ev_neuron, evict)
-        in_layer, in_neuron = _layer_major_nonzero(insert)
-        present = self.slot_of[in_layer, in_neuron] >= 0
+            layer, neuron = divmod(int(gone[np.argmax(absent)]), self.n)  # the first offending, row-major
+            raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
+        moves = self._delete(gone, evict.reshape(-1))
+        new = np.flatnonzero(insert)  # [a]
+        present = self._slot.take(new) >= 0
         if present.any():
-            i = int(np.argmax(present))
-            raise ValueError(f"layer {in_layer[i]}: cannot insert neuron {in_neuron[i]}: it is already resident")
-        appended = self._append(in_layer, in_neuron)
+            layer, neuron = divmod(int(new[np.argmax(present)]), self.n)
+            raise ValueError(f"layer {layer}: cannot insert neuron {neuron}: it is already resident")
+        appended = self._append(new)
         return MemStep(moves, moves * self.row_bytes, appended * self.row_bytes, self.n_rows.copy())
 
-    def _delete(self, layer: np.ndarray, neuron: np.ndarray, evict: np.ndarray) -> np.ndarray:
-        """Evict (layer, neuron) pairs (layer-major, [d]); evict [L, n] is the same set as a mask.
+    def _delete(self, gone: np.ndarray, evict: np.ndarray) -> np.ndarray:
+        """Delete the neurons at flat indices ``gone`` [d] (ascending); evict [L * n] is the same set as a mask.
 
         Work is O(d): only the deleted rows and the d_l rows of each layer's tail [new_n, n_rows) are touched.
         Holes (deleted rows below the new end, ascending) are filled by the tail's surviving rows, last first.
         """
-        n_layers = len(self.n_rows)
+        n_layers, width = len(self.n_rows), self.width
+        layer = gone // self.n  # [d]
         count = np.bincount(layer, minlength=n_layers)  # [L] rows deleted per layer
         new_n = self.n_rows - count  # [L]
-        slot = self.slot_of[layer, neuron]  # [d]
+        slot = self._slot.take(gone)  # [d]
         below = slot < new_n[layer]  # [d] holes; the other deleted rows are in the tail
-        holes = np.zeros(self.neuron_at.shape, bool)  # [L, cap]: ordering the holes by a mask beats a sort
-        holes[layer[below], slot[below]] = True
-        hole_l, hole_s = _layer_major_nonzero(holes)  # ascending slot within each layer
+        holes = np.zeros(n_layers * width, bool)  # [L * cap]: ordering the holes by a mask beats a sort
+        holes[layer[below] * width + slot[below]] = True
+        hole = np.flatnonzero(holes)  # [h] ascending slot within each layer
+        hole_l, hole_s = np.divmod(hole, width)
         tail_l = np.repeat(np.arange(n_layers), count)  # [d] the tail rows, last row first within each layer
-        tail_s = self.n_rows[tail_l] - 1 - (np.arange(len(tail_l)) - (np.cumsum(count) - count)[tail_l])
-        tail_neuron = self.neuron_at[tail_l, tail_s]
-        survives = ~evict[tail_l, tail_neuron]  # [d] tail rows that are not deleted: the movers
-        mov_l, moved = tail_l[survives], tail_neuron[survives]
-        self.slot_of[layer, neuron] = -1
-        self.neuron_at[hole_l, hole_s] = moved  # per layer as many movers as holes, paired in these orders
-        self.slot_of[mov_l, moved] = hole_s
-        self.neuron_at[tail_l, tail_s] = -1
+        tail = tail_l * width + self.n_rows[tail_l] - 1 - (np.arange(len(tail_l)) - (np.cumsum(count) - count)[tail_l])
+        tail_neuron = self._neuron.take(tail)  # [d]
+        survives = ~evict.take(tail_l * self.n + tail_neuron)  # [d] tail rows that are not deleted: the movers
+        moved = tail_l[survives] * self.n + tail_neuron[survives]  # [h] flat neuron of each mover
+        self._slot[gone] = -1
+        self._neuron[hole] = tail_neuron[survives]  # per layer as many movers as holes, paired in these orders
+        self._slot[moved] = hole_s
+        self._neuron[tail] = -1
         self.n_rows = new_n
         return np.bincount(hole_l, minlength=n_layers).astype(np.int64)
 
-    def _append(self, layer: np.ndarray, neuron: np.ndarray) -> np.ndarray:
-        """Append (layer, neuron) pairs (layer-major, ascending neuron within each layer) at each layer's end."""
+    def _append(self, new: np.ndarray) -> np.ndarray:
+        """Append the neurons at flat indices ``new`` (ascending) at the end of their layers' rows."""
+        layer, neuron = np.divmod(new, self.n)  # [a]
         count = np.bincount(layer, minlength=len(self.n_rows)).astype(np.int64)  # [L]
         over = np.flatnonzero(self.n_rows + count > self.capacity)
         if len(over):
@@ -102,16 +110,11 @@ class NeuronMatrix:
             need = int(self.n_rows[lay] + count[lay])
             raise ValueError(f"layer {lay}: {need} resident neurons exceed the preallocated {self.capacity[lay]} rows")
         first = np.cumsum(count) - count  # [L] index of each layer's first insert
-        slot = self.n_rows[layer] + np.arange(len(layer)) - first[layer]
-        self.neuron_at[layer, slot] = neuron
-        self.slot_of[layer, neuron] = slot
+        slot = self.n_rows[layer] + np.arange(len(layer)) - first[layer]  # [a]
+        self._neuron[layer * self.width + slot] = neuron
+        self._slot[new] = slot
         self.n_rows = self.n_rows + count
         return count
-
-
-def _layer_major_nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[L, n] bool -> (layer, neuron) of its True entries, row-major (np.nonzero's order, one flat pass)."""
-    return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
 
 def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:
