@@ -51,7 +51,7 @@ class StatisticalPredictor:
         n_neg = F - np.bincount(layer, minlength=L)  # [L]
         scale = self.fp_rate * n_neg / np.maximum(self._w_total - w_pos, 1e-30)  # [L]
         threshold = self.fp_weights * scale[:, None].astype(np.float32)  # [L, F] p_fp; u < p >= 1 always: no clip
-        np.copyto(threshold, np.float32(self.recall), where=true)  # u is compared once per neuron
+        threshold.reshape(-1)[active] = np.float32(self.recall)  # u is compared once per neuron
         return u < threshold
 
     def nbytes(self, d_model: int, d_ff: int, ranks: np.ndarray, dtype: str) -> float:

@@ -37,28 +37,31 @@ class SlidingWindow:
         self._ring = np.zeros((k, n_layers, n_neurons), bool)  # last k stored masks
         self._count = np.zeros((n_layers, n_neurons), np.uint16)  # how many ring masks hold each neuron
         self._pos = 0  # ring slot the next step overwrites (the oldest mask)
+        self._resident = np.zeros((n_layers, n_neurons), bool)  # count > 0, kept by step()
 
     @property
     def resident(self) -> np.ndarray:
-        """[L, n] bool: neurons in DRAM now."""
-        return self._count > 0
+        """[L, n] bool: neurons in DRAM now (read-only view)."""
+        view = self._resident.view()
+        view.flags.writeable = False
+        return view
 
     def missing(self, pred: np.ndarray) -> np.ndarray:
         """[L, n] bool: predicted neurons not resident (what a step would have to read)."""
-        return pred & ~self.resident
+        return pred & ~self._resident
 
     def step(self, pred: np.ndarray, extra: np.ndarray | None = None) -> WindowStep:
         """Advance one token with predicted mask pred [L, n] (and extra neurons that arrived with it)."""
         if pred.shape != self.shape:
             raise ValueError(f"predicted mask has shape {pred.shape}, expected {self.shape}")
         stored = pred if extra is None else pred | extra  # [L, n]
-        before = self.resident
+        before = self._resident
         oldest = self._ring[self._pos]  # [L, n]
         self._count -= oldest  # bool -> 0/1; never underflows: oldest was counted when pushed
         self._count += stored
         self._ring[self._pos] = stored
         self._pos = (self._pos + 1) % self.k
-        after = self.resident
+        after = self._resident = self._count > 0
         return WindowStep(load=stored & ~before, evict=before & ~after, resident=after)
 
 
