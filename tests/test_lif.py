@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import simpy
@@ -371,3 +373,21 @@ def test_opt_statistical_policy_predicts_about_ten_percent_and_loads_a_fraction_
 def test_policy_without_activations_is_a_config_error():
     with pytest.raises(ConfigError, match="policy.predictor: needs an activation trace \\(got 'oracle'\\)"):
         _policy(_ctx(TINY, None), predictor="oracle")
+
+
+def test_no_reuse_reads_every_predicted_neuron_each_token():
+    """window_k 0: no FFN tenant in DRAM, every predicted neuron read every token, nothing copied."""
+    from sim.config.experiment import load_experiment
+    from sim.engine.simulate import simulate_case
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    (case,) = [
+        c for c in load_experiment(experiments / "lif_table2.yaml", {"decode_tokens": 4}) if c.name == "predictor"
+    ]
+    result = simulate_case(case, timeline=False)
+    tokens = result.tokens
+    assert (tokens["neurons_read"] == tokens["neurons_predicted"]).all()
+    assert (tokens["memmgmt_s"] == 0).all() and (tokens["neurons_resident"] == 0).all()
+    assert "ffn_window" not in result.summary["dram_tenants_GB"]
+    row = case.model.row_bytes(case.config.dtype)
+    assert tokens["flash_bytes"].iloc[0] == tokens["neurons_read"].iloc[0] * 2 * row  # up row + down row

@@ -19,11 +19,7 @@ from sim.engine.simulate import simulate_case
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TARGET_PCT = {"lif_table2": 10.0, "lif_table3": 15.0}
-NO_REUSE = "the policy has no no-reuse mode: window_k 1 reuses the previous token's neurons"
 KNOWN = {
-    ("lif_table2", "predictor", "io_ms"): NO_REUSE,
-    ("lif_table2", "predictor", "flash_GB_per_token"): NO_REUSE,
-    ("lif_table2", "predictor", "dram_GB"): NO_REUSE + " and its k=1 matrix is counted",
     ("lif_table2", "windowing", "dram_GB"): "peak-sized window + 0.31 GB predictor vs Table 2's 6.5 GB",
     ("lif_table2", "bundling", "dram_GB"): "peak-sized window + 0.31 GB predictor vs Table 2's 6.5 GB",
     ("lif_table3", "all-rtx4090", "io_ms"): "980 PRO curve: ~5.1 GB/s at 16 KiB where 30 ms needs ~7 GB/s",

@@ -61,6 +61,13 @@ def _merge(ext: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 MEMO_MAX_EXTENTS = 16  # batches of at most this many extents have their service time memoised
 
 
+def _unmerged(ext: np.ndarray) -> np.ndarray:
+    """Lengths of [n, 2] extents issued as they are (checked, zero lengths dropped)."""
+    if ext.size and ext.min() < 0:
+        raise ValueError("extents: offsets and lengths must be >= 0")
+    return ext[ext[:, 1] > 0, 1]
+
+
 class Flash:
     """A flash device reading into ``spec.target_memory``; see the module docstring for the model."""
 
@@ -118,14 +125,15 @@ class Flash:
         transfer_s, n, nbytes = self._transfer(extents, queue_depth)
         return (self.spec.latency + transfer_s if n else 0.0), n, nbytes
 
-    def _transfer(self, extents: np.ndarray, queue_depth: int | None) -> tuple[float, int, float]:
+    def _transfer(self, extents: np.ndarray, queue_depth: int | None, merge: bool = True) -> tuple[float, int, float]:
         """(transfer seconds, requests, bytes) of a batch. Batches of a few extents (whole ops, as the dense
-        policies read the same ones every token) are memoised by content; the result is a pure function of it."""
+        policies read the same ones every token) are memoised by content; the result is a pure function of it.
+        ``merge=False``: the host issues every extent as its own request (separate pread calls), none merge."""
         ext = np.asarray(extents, dtype=np.int64).reshape(-1, 2)
-        key = (ext.tobytes(), queue_depth) if ext.shape[0] <= MEMO_MAX_EXTENTS else None
+        key = (ext.tobytes(), queue_depth, merge) if ext.shape[0] <= MEMO_MAX_EXTENTS else None
         found = self._memo.get(key) if key else None
         if found is None:
-            found = self._service(_merge(ext)[1].astype(float), queue_depth)
+            found = self._service((_merge(ext)[1] if merge else _unmerged(ext)).astype(float), queue_depth)
             if key and len(self._memo) < 1024:
                 self._memo[key] = found
         return found
@@ -141,9 +149,14 @@ class Flash:
         transfer_s = float(np.sum(lengths / self._throughput(lengths, float(qd))))
         return transfer_s, n, float(lengths.sum())
 
-    def read(self, extents: np.ndarray, tag: str = "read", queue_depth: int | None = None) -> simpy.Event:
-        """Read a batch of extents; the event's value is a :class:`ReadResult`. One span per read."""
-        return self._start(*self._transfer(extents, queue_depth), tag)
+    def read(
+        self, extents: np.ndarray, tag: str = "read", queue_depth: int | None = None, merge: bool = True
+    ) -> simpy.Event:
+        """Read a batch of extents; the event's value is a :class:`ReadResult`. One span per read.
+
+        ``merge``: adjacent and overlapping extents become one request, as a device (or the host's block layer)
+        serves them; False keeps one request per extent (a reader issuing separate preads that never merge)."""
+        return self._start(*self._transfer(extents, queue_depth, merge), tag)
 
     def read_bytes(self, nbytes: float, chunk_bytes: float, tag: str = "read") -> simpy.Event:
         """Read ``nbytes`` as n = ceil(nbytes / chunk_bytes) separate equal requests (no extents array).

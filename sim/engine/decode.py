@@ -49,7 +49,7 @@ class TokenTimes:
 
 def _preload(env: simpy.Environment, devices: Devices, plan: LayerPlan) -> simpy.Event:
     """Read the plan's preload from flash (and stage it over the link if the processor computes elsewhere)."""
-    read = devices.flash.read(plan.preload, tag=f"L{plan.layer} preload")
+    read = devices.flash.read(plan.preload, tag=f"L{plan.layer} preload", merge=plan.coalesce)
     dst = devices.processors[plan.processor].spec.memory
     src = devices.flash.spec.target_memory
     if dst != src:
@@ -84,7 +84,7 @@ def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan
             if wait_for is not None:
                 yield loaded[wait_for]
         if plan.on_demand.shape[0]:
-            yield devices.flash.read(plan.on_demand, tag=f"L{plan.layer} on-demand")
+            yield devices.flash.read(plan.on_demand, tag=f"L{plan.layer} on-demand", merge=plan.coalesce)
         t1 = env.now
         for xfer in plan.transfers:
             yield devices.link_between(xfer.src, xfer.dst).transfer(xfer.src, xfer.dst, xfer.nbytes, xfer.tag)

@@ -43,5 +43,6 @@ class LayerPlan:
     on_demand: np.ndarray = field(default_factory=lambda: NO_EXTENTS)  # [n, 2] int64
     transfers: tuple[Transfer, ...] = ()
     memmgmt_bytes: float = 0.0
+    coalesce: bool = True  # the reader merges adjacent extents into one request (False: one request each)
     ops: tuple[Op, ...] = ()
     processor: str = "cpu"

@@ -59,10 +59,21 @@ class LlmInFlashConfig(StrictModel):
         description="trained: load this predictor file (python -m sim predictor train) instead of training on "
         "the source; `recall` picks its stored threshold row; decode starts at source token 0",
     )
-    window_k: int = Field(5, ge=1, le=65535)
+    window_k: int = Field(
+        5,
+        ge=0,
+        le=65535,
+        description="tokens the neuron window spans; 0 = no reuse: every token reads all its "
+        "predicted neurons into a scratch buffer and keeps none (Table 2 '+predictor' row)",
+    )
     bundling: Literal["none", "row_column", "coactivation"] = "row_column"
     coactivation_tokens: int = Field(512, ge=2, description="source tokens whose co-activations pick friends")
     memory_management: bool = True
+    coalesce_reads: bool = Field(
+        True,
+        description="merge adjacent neuron rows into one flash request; false: one request per row "
+        "(separate preads, as LLM in a Flash's reader issues them)",
+    )
     memmgmt_appends: bool = Field(False, description="also charge appended rows as DRAM copies")
     ffn_compute: Literal["resident", "active"] = "active"
     overlap: bool = False
@@ -85,10 +96,11 @@ class LlmInFlash:
         self.ranks = np.where(np.arange(self.n_layers) >= self.n_layers - cfg.last_layers, cfg.rank_last, cfg.rank)
         self.stream = self._mask_stream(ctx)
         self.layout = self._layout(ctx)
-        peak = self._dry_run()
         self.neuron_bytes = model.neuron_bytes(ctx.dtype)
-        self.matrix = NeuronMatrix(self.n, peak, self.neuron_bytes)
-        self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
+        self.reuse = cfg.window_k > 0
+        if self.reuse:
+            self.matrix = NeuronMatrix(self.n, self._dry_run(), self.neuron_bytes)
+            self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
         self._allocate(ctx)
         self._static_ops = self._layer_static_ops(ctx)
 
@@ -161,7 +173,8 @@ class LlmInFlash:
         dram.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
         if self.config.predictor in ("trained", "statistical"):
             dram.allocate("predictor", dtype_bytes(dtype, float((model.d_model + self.n) * self.ranks.sum())))
-        dram.allocate("ffn_window", self.matrix.allocated_bytes)
+        if self.reuse:  # without reuse the rows read land in a streaming buffer, not counted (like naive's)
+            dram.allocate("ffn_window", self.matrix.allocated_bytes)
 
     # ---- per token --------------------------------------------------------------------------------------
     def _friends_of(self, needed: np.ndarray) -> np.ndarray | None:
@@ -175,6 +188,22 @@ class LlmInFlash:
 
     def plan_token(self, t: int) -> list[LayerPlan]:
         true, pred = self.stream.token(t)
+        if self.reuse:
+            needed, copied, n_ffn = self._window_step(t, true, pred)
+        else:  # every predicted neuron is read, computed from the buffer it lands in, and dropped
+            needed, copied, n_ffn = pred, np.zeros(self.n_layers), row_counts(pred)
+            self._record(true, pred, needed, pred, None, copied)
+        flat = np.flatnonzero(needed)  # one pass for all layers, layer-major
+        bounds = np.searchsorted(flat, np.arange(self.n_layers + 1) * self.n).tolist()  # [L + 1]
+        ctx = self.ctx
+        attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
+        per_layer = [flat[bounds[l] : bounds[l + 1]] - l * self.n for l in range(self.n_layers)]
+        return [
+            self._layer_plan(l, per_layer[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
+        ]
+
+    def _window_step(self, t: int, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Window + memory management: (neurons to read [L, n], bytes copied [L], FFN neurons computed [L])."""
         needed = self.window.missing(pred)  # [L, n] to read
         step = self.window.step(pred, self._friends_of(needed))
         try:
@@ -186,14 +215,7 @@ class LlmInFlash:
             copied = copied + mem.appended_bytes
         n_ffn = row_counts(pred) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
         self._record(true, pred, needed, step.load, mem, copied)
-        flat = np.flatnonzero(needed)  # one pass for all layers, layer-major
-        bounds = np.searchsorted(flat, np.arange(self.n_layers + 1) * self.n).tolist()  # [L + 1]
-        ctx = self.ctx
-        attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
-        per_layer = [flat[bounds[l] : bounds[l + 1]] - l * self.n for l in range(self.n_layers)]
-        return [
-            self._layer_plan(l, per_layer[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
-        ]
+        return needed, copied, n_ffn
 
     def _layer_static_ops(self, ctx: RunContext) -> list[tuple[tuple[Op, ...], tuple[Op, ...]]]:
         """Per layer, the ops that do not change between tokens: (before the FFN, after it)."""
@@ -219,6 +241,7 @@ class LlmInFlash:
             issue_at=layer - 1 if cfg.overlap else layer,
             preload=self.layout.neuron_extents(layer, needed),
             memmgmt_bytes=copied,
+            coalesce=cfg.coalesce_reads,
             ops=attention + before + ffn + after,
             processor=ctx.processor,
         )
@@ -230,9 +253,9 @@ class LlmInFlash:
             "neurons_predicted": float(np.count_nonzero(pred)),
             "neurons_read": float(np.count_nonzero(needed)),
             "neurons_loaded": float(np.count_nonzero(loaded)),
-            "neurons_resident": float(mem.n_rows.sum()),
+            "neurons_resident": float(mem.n_rows.sum()) if mem is not None else 0.0,
             "predictor_fn": float(np.count_nonzero(true & ~pred)) / n_true if n_true else 0.0,
-            "memmgmt_rows_moved": float(mem.moves.sum()),
+            "memmgmt_rows_moved": float(mem.moves.sum()) if mem is not None else 0.0,
             "memmgmt_bytes": float(copied.sum()),
         }
 
