@@ -160,6 +160,17 @@ def test_queue_depth_is_capped_by_the_host():
     assert flash.service_time_s(reqs)[0] == pytest.approx(expected, rel=1e-9)
 
 
+def test_unmerged_read_issues_one_request_per_extent():
+    env = simpy.Environment()
+    flash = Flash(env, flash_spec())
+    adjacent = extents((0, 16 * KiB), (16 * KiB, 16 * KiB), (32 * KiB, 16 * KiB))  # would merge into one 48 KiB
+    merged, separate = flash.read(adjacent), flash.read(adjacent, merge=False)
+    env.run()
+    assert (merged.value.n_requests, separate.value.n_requests) == (1, 3)
+    alone = 3 * 16 * KiB / flash.throughput_Bps(16 * KiB, 3)
+    assert separate.value.service_s == pytest.approx(LATENCY_S + alone, rel=1e-9)
+
+
 # --- flash: reads in simulated time ---------------------------------------------------------------------
 
 
