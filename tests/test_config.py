@@ -155,7 +155,7 @@ def test_sweep_expands_cases_as_a_grid(tmp_path):
 
 
 def test_sweep_bad_value_names_the_case(tmp_path):
-    with pytest.raises(ConfigError, match=r"\(case t,window_k=0\): policy\.llm_in_flash\.window_k"):
+    with pytest.raises(ConfigError, match=r"\(case t,window_k=-1\): policy\.llm_in_flash\.window_k"):
         load_experiment(
-            write(tmp_path, BASE.replace("name: naive", "name: llm_in_flash") + "sweep: {policy.window_k: [0]}\n")
+            write(tmp_path, BASE.replace("name: naive", "name: llm_in_flash") + "sweep: {policy.window_k: [-1]}\n")
         )
