@@ -8,13 +8,13 @@ Every result should record ``source.describe()``: it names the trace file (and i
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from sim.errors import TraceError
+from sim.modelfile.registry import sha256_file
 from sim.traces.encoding import code_threshold, codes_above, log8_table
 from sim.traces.format import TraceReader
 from sim.traces.report import fit_rule
@@ -45,14 +45,6 @@ class ActivationSource(Protocol):
 def check_range(source: ActivationSource, start: int, stop: int) -> None:
     if not 0 <= start <= stop <= source.n_tokens:
         raise ValueError(f"token range [{start}, {stop}) outside [0, {source.n_tokens}) of {source.describe()}")
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TraceSource:
@@ -105,7 +97,7 @@ class TraceSource:
     @property
     def sha256(self) -> str:
         if not self._sha:
-            self._sha = file_sha256(self.reader.path)
+            self._sha = sha256_file(self.reader.path)
         return self._sha
 
     def describe_file(self) -> str:

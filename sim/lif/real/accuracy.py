@@ -166,11 +166,11 @@ def accuracy_rows(config, cfg, w, tok, files: list[Path], metas: dict, log=print
 
 
 def _about(config, path: Path, metas: dict, held, sim_about: str, acc_s: float, sim_s: float) -> str:
-    from sim.traces.source import file_sha256
+    from sim.modelfile.registry import sha256_file
 
     names = ", ".join(f"{n} ({len(ids)} tok)" for n, ids in held)
     files = "".join(
-        f"- `{f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f}` (sha256 {file_sha256(f)[:12]}), made "
+        f"- `{f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f}` (sha256 {sha256_file(f)[:12]}), made "
         f"by `{m['command']}`; labels: rule {m['rule']} calibrated on its {m['train_tokens']} training tokens "
         f"(corpus split `trace`)\n"
         for f, m in metas.items()
