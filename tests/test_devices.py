@@ -171,6 +171,23 @@ def test_unmerged_read_issues_one_request_per_extent():
     assert separate.value.service_s == pytest.approx(LATENCY_S + alone, rel=1e-9)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3)), max_size=20), min_size=1, max_size=6),
+    st.booleans(),
+)
+def test_pricing_many_batches_equals_pricing_each(batches, merge):
+    """Flash.price (all layers' preloads at once) gives the very floats of pricing each batch alone."""
+    flash = Flash(simpy.Environment(), flash_spec(max_queue_depth=4))
+    arrays = [extents(*[(o * 4 * KiB, n * 4 * KiB) for o, n in b]) for b in batches]
+    assert flash.price(arrays, merge) == [flash._transfer(a, None, merge) for a in arrays]
+
+
+def test_pricing_rejects_negative_lengths():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        Flash(simpy.Environment(), flash_spec()).price([extents((0, 4096)), extents((8192, -1))])
+
+
 # --- flash: reads in simulated time ---------------------------------------------------------------------
 
 

@@ -101,6 +101,23 @@ def test_neuron_mask_and_indices_give_the_same_extents_sorted():
     assert (np.diff(by_mask[:, 0]) > 0).all()
 
 
+@pytest.mark.parametrize("model", [TINY_GATED, TINY_MOE], ids=lambda m: m.name)
+def test_all_layers_extents_at_once_equal_each_layers(model):
+    """neuron_extents_all (one vectorised pass over layers) == neuron_extents layer by layer, every layout."""
+    mask = np.random.default_rng(1).random((model.n_layers, model.n_experts * model.d_ff)) < 0.3  # [L, n]
+    mask[1] = False  # a layer with nothing to read
+    for lay in _layouts(model, "fp16"):
+        every = lay.neuron_extents_all(np.flatnonzero(mask))
+        assert len(every) == model.n_layers
+        for layer, ext in enumerate(every):
+            assert np.array_equal(ext, lay.neuron_extents(layer, mask[layer])), (lay.name, layer)
+
+
+def test_all_layers_extents_reject_unsorted_indices():
+    with pytest.raises(ValueError, match="must be sorted, distinct"):
+        build_layout("bundled", TINY_GATED, "fp16").neuron_extents_all(np.array([5, 3]))
+
+
 def test_whole_ffn_op_in_bundled_layout_is_strided_but_all_ffn_ops_coalesce_to_one_extent():
     lay = build_layout("bundled", TINY_GATED, "fp16")
     assert len(lay.op_extents(0, ["up"])) == TINY_GATED.d_ff

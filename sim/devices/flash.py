@@ -61,6 +61,34 @@ def _merge(ext: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 MEMO_MAX_EXTENTS = 16  # batches of at most this many extents have their service time memoised
 
 
+def _merge_many(ext: np.ndarray, seg: np.ndarray, merge: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Request lengths of several batches at once: ext [N, 2] int64, seg [N] batch of each extent (ascending)
+    -> (lengths [M] int64 grouped by batch in batch order, batch of each request [M]).
+
+    Per batch the lengths equal ``_merge(batch)[1]`` (``merge``) or ``_unmerged(batch)``: batch b's offsets are
+    shifted by b * span (span > every end), so one stable sort and one running maximum serve all batches and
+    no request can reach across a batch boundary."""
+    if ext.size and ext.min() < 0:
+        raise ValueError("extents: offsets and lengths must be >= 0")
+    keep = ext[:, 1] > 0  # [N] empty extents are dropped
+    ext, seg = ext[keep], seg[keep]
+    if not merge or ext.shape[0] == 0:
+        return ext[:, 1], seg
+    span = int((ext[:, 0] + ext[:, 1]).max()) + 1
+    key = ext[:, 0] + seg * span  # [N] batch-major offsets
+    order = np.argsort(key, kind="stable")  # [N]
+    start = key.take(order)
+    reach = np.maximum.accumulate(start + ext[:, 1].take(order))  # [N] furthest end covered so far
+    new = np.empty(start.size, dtype=bool)
+    new[0] = True
+    np.greater(start[1:], reach[:-1], out=new[1:])  # a gap (or a new batch) starts a new request
+    first = np.flatnonzero(new)  # [M]
+    end = np.empty(first.size, dtype=np.int64)
+    end[:-1] = reach[first[1:] - 1]
+    end[-1] = reach[-1]
+    return end - start[first], seg.take(order).take(first)
+
+
 def _unmerged(ext: np.ndarray) -> np.ndarray:
     """Lengths of [n, 2] extents issued as they are (checked, zero lengths dropped)."""
     if ext.size and ext.min() < 0:
@@ -148,6 +176,45 @@ class Flash:
             raise ValueError(f"{self.name}: chunk_bytes and queue_depth(={qd!r}) must be > 0")
         transfer_s = float(np.sum(lengths / self._throughput(lengths, float(qd))))
         return transfer_s, n, float(lengths.sum())
+
+    def price(self, batches: list[np.ndarray], merge: bool = True) -> list[tuple[float, int, float]]:
+        """(transfer seconds, requests, bytes) of each of several read batches, as :meth:`read` would price them
+        one by one (same floats: the same elementwise throughput and one ``np.sum`` per batch), in a few
+        vectorised passes over all of them. Batches of [n, 2] int64 extents; queue depth from each batch.
+        Small batches (whole ops, read again every token) come from the memo of :meth:`_transfer` instead."""
+        small = [i for i, b in enumerate(batches) if b.shape[0] <= MEMO_MAX_EXTENTS]
+        if small:
+            large = [i for i, b in enumerate(batches) if b.shape[0] > MEMO_MAX_EXTENTS]
+            out = [None] * len(batches)
+            for i, found in zip(large, self.price([batches[i] for i in large], merge), strict=True):
+                out[i] = found
+            for i in small:
+                out[i] = self._transfer(batches[i], None, merge)
+            return out
+        if not batches:
+            return []
+        sizes = np.fromiter((b.shape[0] for b in batches), np.int64, len(batches))  # [B]
+        ext = np.concatenate(batches).reshape(-1, 2).astype(np.int64, copy=False)  # [N, 2]
+        lengths, seg = _merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
+        counts = np.bincount(seg, minlength=len(batches))  # [B] requests per batch
+        bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()  # [B + 1]
+        lengths = lengths.astype(float)
+        qd_max = self.spec.max_queue_depth
+        thr = self._throughput(lengths, float(qd_max)) if lengths.size else lengths  # [M] at full queue depth
+        out = []
+        for b, n in enumerate(counts.tolist()):
+            lo, hi = bounds[b], bounds[b + 1]
+            if n == 0:
+                out.append((0.0, 0, 0.0))
+                continue
+            part = lengths[lo:hi]
+            t = thr[lo:hi] if n >= qd_max else self._throughput(part, float(n))  # qd = min(max_qd, n)
+            out.append((float(np.sum(part / t)), n, float(part.sum())))
+        return out
+
+    def read_priced(self, priced: tuple[float, int, float], tag: str = "read") -> simpy.Event:
+        """Start a read already priced by :meth:`price` (transfer seconds, requests, bytes): as :meth:`read`."""
+        return self._start(*priced, tag)
 
     def read(
         self, extents: np.ndarray, tag: str = "read", queue_depth: int | None = None, merge: bool = True

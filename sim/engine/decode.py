@@ -47,9 +47,21 @@ class TokenTimes:
         return self.end_s - self.start_s
 
 
-def _preload(env: simpy.Environment, devices: Devices, plan: LayerPlan) -> simpy.Event:
+def _price_preloads(devices: Devices, plans: Sequence[LayerPlan]) -> dict[int, tuple[float, int, float]]:
+    """Layer -> (transfer seconds, requests, bytes) of its preload, priced for all layers in one pass per merge
+    mode (:meth:`Flash.price`); the read events then only schedule (same times as pricing each read alone)."""
+    priced: dict[int, tuple[float, int, float]] = {}
+    for merge in (True, False):
+        group = [p for p in plans if p.preload.shape[0] and p.coalesce == merge]
+        if group:
+            layers = [p.layer for p in group]
+            priced.update(zip(layers, devices.flash.price([p.preload for p in group], merge), strict=True))
+    return priced
+
+
+def _preload(env: simpy.Environment, devices: Devices, plan: LayerPlan, priced: tuple[float, int, float]):
     """Read the plan's preload from flash (and stage it over the link if the processor computes elsewhere)."""
-    read = devices.flash.read(plan.preload, tag=f"L{plan.layer} preload", merge=plan.coalesce)
+    read = devices.flash.read_priced(priced, tag=f"L{plan.layer} preload")
     dst = devices.processors[plan.processor].spec.memory
     src = devices.flash.spec.target_memory
     if dst != src:
@@ -59,24 +71,24 @@ def _preload(env: simpy.Environment, devices: Devices, plan: LayerPlan) -> simpy
     return read
 
 
-def _loader(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded):
+def _loader(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded, priced):
     for plan in plans:
         if plan.preload.shape[0] == 0:
             continue
         if plan.issue_at >= 0:
             yield reached[plan.issue_at]
-        yield _preload(env, devices, plan)
+        yield _preload(env, devices, plan, priced[plan.layer])
         loaded[plan.layer].succeed()
 
 
-def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded, times):
-    """reached/loaded None: serial token, the preloads are issued here (see the module docstring)."""
+def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], reached, loaded, times, priced):
+    """reached/loaded None: serial token, the preloads (priced: layer -> price) are issued here (see above)."""
     inline = loaded is None
     for plan in plans:
         t0 = env.now
         if inline:
             if plan.preload.shape[0]:
-                yield _preload(env, devices, plan)
+                yield _preload(env, devices, plan, priced[plan.layer])
         else:
             if plan.layer in reached:
                 reached[plan.layer].succeed()
@@ -107,14 +119,15 @@ def run_token(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPla
     exist (an event nobody waits for would cost a scheduling step per layer).
     """
     times = TokenTimes(start_s=env.now)
+    priced = _price_preloads(devices, plans)
     if _serial(plans):
-        yield from _compute(env, devices, plans, None, None, times)  # within this process: no hand-over at all
+        yield from _compute(env, devices, plans, None, None, times, priced)  # within this process: no hand-over at all
         times.end_s = env.now
         return times
     reached = {p.issue_at: env.event() for p in plans if p.preload.shape[0] and p.issue_at >= 0}
     loaded = {p.layer: env.event() for p in plans if p.preload.shape[0]}
-    loader = env.process(_loader(env, devices, plans, reached, loaded))
-    yield env.process(_compute(env, devices, plans, reached, loaded, times))
+    loader = env.process(_loader(env, devices, plans, reached, loaded, priced))
+    yield env.process(_compute(env, devices, plans, reached, loaded, times, priced))
     yield loader
     times.end_s = env.now
     return times

@@ -149,6 +149,13 @@ class BaseLayout:
     def neuron_extents(self, layer: int, neurons: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def neuron_extents_all(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Every layer's neuron extents at once: flat [N] sorted ``layer * n_neurons + neuron`` -> per layer
+        ``neuron_extents(layer, its neurons)`` (a list of L arrays; layouts may vectorise this over layers)."""
+        n, n_layers = self.n_neurons, self.model.n_layers
+        bounds = np.searchsorted(flat, np.arange(n_layers + 1) * n).tolist()  # [L + 1]
+        return [self.neuron_extents(l, flat[bounds[l] : bounds[l + 1]] - l * n) for l in range(n_layers)]
+
     def ffn_placement(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every stored FFN row of one layer: (offset, neuron, op index into ffn_ops, copy) each [P] int64.
 

@@ -103,6 +103,7 @@ class LlmInFlash:
             self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
         self._allocate(ctx)
         self._static_ops = self._layer_static_ops(ctx)
+        self._ffn_ops: dict[int, tuple[Op, ...]] = {}  # FFN neurons computed -> ops (memo)
 
     def _mask_stream(self, ctx: RunContext) -> MaskStream:
         cfg, src = self.config, ctx.activations
@@ -193,13 +194,12 @@ class LlmInFlash:
         else:  # every predicted neuron is read, computed from the buffer it lands in, and dropped
             needed, copied, n_ffn = pred, np.zeros(self.n_layers), row_counts(pred)
             self._record(true, pred, needed, pred, None, copied)
-        flat = np.flatnonzero(needed)  # one pass for all layers, layer-major
-        bounds = np.searchsorted(flat, np.arange(self.n_layers + 1) * self.n).tolist()  # [L + 1]
+        extents = self.layout.neuron_extents_all(np.flatnonzero(needed))  # one pass for all layers, layer-major
         ctx = self.ctx
         attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
-        per_layer = [flat[bounds[l] : bounds[l + 1]] - l * self.n for l in range(self.n_layers)]
+        copied, n_ffn = copied.tolist(), n_ffn.tolist()
         return [
-            self._layer_plan(l, per_layer[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
+            self._layer_plan(l, extents[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
         ]
 
     def _window_step(self, t: int, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -230,16 +230,18 @@ class LlmInFlash:
         return static
 
     def _layer_plan(
-        self, layer: int, needed: np.ndarray, copied: float, n_ffn: int, attention: tuple[Op, ...]
+        self, layer: int, preload: np.ndarray, copied: float, n_ffn: int, attention: tuple[Op, ...]
     ) -> LayerPlan:
-        """needed: sorted indices of the layer's neurons to read; ops: attention, predictor, FFN, (LM head)."""
+        """preload: the extents of the layer's neurons to read; ops: attention, predictor, FFN, (LM head)."""
         ctx, cfg = self.ctx, self.config
         before, after = self._static_ops[layer]
-        ffn = ffn_ops(ctx.model, ctx.dtype, n_ffn, gathered=cfg.ffn_compute == "active")
+        ffn = self._ffn_ops.get(n_ffn)
+        if ffn is None:  # ops are a pure function of the neuron count: built once per count
+            ffn = self._ffn_ops[n_ffn] = ffn_ops(ctx.model, ctx.dtype, n_ffn, gathered=cfg.ffn_compute == "active")
         return LayerPlan(
             layer=layer,
             issue_at=layer - 1 if cfg.overlap else layer,
-            preload=self.layout.neuron_extents(layer, needed),
+            preload=preload,
             memmgmt_bytes=copied,
             coalesce=cfg.coalesce_reads,
             ops=attention + before + ffn + after,

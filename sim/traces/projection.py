@@ -82,6 +82,8 @@ class ProjectedSource:
         self.gain = np.exp(gain_sigma * rng.standard_normal(d_ff)).astype(np.float32)  # [F']
         self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
         self._cthr = self._code_thresholds()  # [L', F'] or None
+        # flat index layer * F + neuron of each target neuron's source value in one token [L' * F'] (one gather)
+        self._flat = (self.layers[:, None] * base.d_ff + self.neurons[None, :]).reshape(-1)
 
     def _projected(self, values: np.ndarray, l: int) -> np.ndarray:
         """values [T, L, F] of the source -> projected magnitudes of target layer l [T, F']."""
@@ -101,11 +103,10 @@ class ProjectedSource:
     def masks(self, start: int, stop: int) -> np.ndarray:
         check_range(self, start, stop)
         out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
-        if self._cthr is not None:  # compare stored codes: same masks, no decoding, 1-byte gathers
+        if self._cthr is not None:  # compare stored codes: same masks, no decoding, one 1-byte gather
             codes = self.base.reader.read("ffn_act", start, stop, decoded=False)  # uint8 [T, L, F]
-            for l in range(self.n_layers):
-                out[:, l] = codes_above(codes[:, self.layers[l]][:, self.neurons], self._cthr[l])
-            return out
+            src = codes.reshape(stop - start, -1).take(self._flat, axis=1)  # [T, L' * F']
+            return codes_above(src.reshape(out.shape), self._cthr)  # [T, L', F']
         values = self.base.values(start, stop)  # [T, L, F]
         for l in range(self.n_layers):
             out[:, l] = self._projected(values, l) > self.thresholds[l]
