@@ -76,9 +76,12 @@ def _merge_many(ext: np.ndarray, seg: np.ndarray, merge: bool) -> tuple[np.ndarr
         return ext[:, 1], seg
     span = int((ext[:, 0] + ext[:, 1]).max()) + 1
     key = ext[:, 0] + seg * span  # [N] batch-major offsets
-    order = np.argsort(key, kind="stable")  # [N]
-    start = key.take(order)
-    reach = np.maximum.accumulate(start + ext[:, 1].take(order))  # [N] furthest end covered so far
+    if (key[1:] >= key[:-1]).all():  # already in order (a policy's neuron extents): skip the sort
+        start, length = key, ext[:, 1]
+    else:
+        order = np.argsort(key, kind="stable")  # [N]
+        start, length, seg = key.take(order), ext[:, 1].take(order), seg.take(order)
+    reach = np.maximum.accumulate(start + length)  # [N] furthest end covered so far
     new = np.empty(start.size, dtype=bool)
     new[0] = True
     np.greater(start[1:], reach[:-1], out=new[1:])  # a gap (or a new batch) starts a new request
@@ -86,7 +89,7 @@ def _merge_many(ext: np.ndarray, seg: np.ndarray, merge: bool) -> tuple[np.ndarr
     end = np.empty(first.size, dtype=np.int64)
     end[:-1] = reach[first[1:] - 1]
     end[-1] = reach[-1]
-    return end - start[first], seg.take(order).take(first)
+    return end - start[first], seg.take(first)
 
 
 def _unmerged(ext: np.ndarray) -> np.ndarray:
@@ -200,7 +203,8 @@ class Flash:
         bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()  # [B + 1]
         lengths = lengths.astype(float)
         qd_max = self.spec.max_queue_depth
-        thr = self._throughput(lengths, float(qd_max)) if lengths.size else lengths  # [M] at full queue depth
+        if lengths.size:  # [M] seconds of each request at full queue depth (elementwise: as batch by batch)
+            secs = lengths / self._throughput(lengths, float(qd_max))
         out = []
         for b, n in enumerate(counts.tolist()):
             lo, hi = bounds[b], bounds[b + 1]
@@ -208,8 +212,8 @@ class Flash:
                 out.append((0.0, 0, 0.0))
                 continue
             part = lengths[lo:hi]
-            t = thr[lo:hi] if n >= qd_max else self._throughput(part, float(n))  # qd = min(max_qd, n)
-            out.append((float(np.sum(part / t)), n, float(part.sum())))
+            s = secs[lo:hi] if n >= qd_max else part / self._throughput(part, float(n))  # qd = min(max_qd, n)
+            out.append((float(np.sum(s)), n, float(part.sum())))
         return out
 
     def read_priced(self, priced: tuple[float, int, float], tag: str = "read") -> simpy.Event:

@@ -56,15 +56,17 @@ class NeuronMatrix:
     def resident(self) -> np.ndarray:
         return self.slot_of >= 0  # [L, n]
 
-    def step(self, insert: np.ndarray, evict: np.ndarray) -> MemStep:
-        """Delete neurons evict [L, n] (resident), then append insert [L, n] (not resident after deletion)."""
+    def step(self, insert: np.ndarray, evict: np.ndarray, new: np.ndarray | None = None) -> MemStep:
+        """Delete neurons evict [L, n] (resident), then append insert [L, n] (not resident after deletion).
+
+        ``new``: ``np.flatnonzero(insert)`` if the caller already has it (saves a scan of the mask)."""
         gone = np.flatnonzero(evict)  # [d] flat layer * n + neuron, ascending (row-major)
         absent = self._slot.take(gone) < 0
         if absent.any():
             layer, neuron = divmod(int(gone[np.argmax(absent)]), self.n)  # the first offending, row-major
             raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
         moves = self._delete(gone, evict.reshape(-1))
-        new = np.flatnonzero(insert)  # [a]
+        new = np.flatnonzero(insert) if new is None else new  # [a]
         present = self._slot.take(new) >= 0
         if present.any():
             layer, neuron = divmod(int(new[np.argmax(present)]), self.n)

@@ -192,9 +192,9 @@ class LlmInFlash:
         if self.reuse:
             needed, copied, n_ffn = self._window_step(t, true, pred)
         else:  # every predicted neuron is read, computed from the buffer it lands in, and dropped
-            needed, copied, n_ffn = pred, np.zeros(self.n_layers), row_counts(pred)
-            self._record(true, pred, needed, pred, None, copied)
-        extents = self.layout.neuron_extents_all(np.flatnonzero(needed))  # one pass for all layers, layer-major
+            needed, copied, n_ffn = np.flatnonzero(pred), np.zeros(self.n_layers), row_counts(pred)
+            self._record(true, pred, len(needed), len(needed), None, copied)
+        extents = self.layout.neuron_extents_all(needed)  # one pass for all layers, layer-major
         ctx = self.ctx
         attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
         copied, n_ffn = copied.tolist(), n_ffn.tolist()
@@ -203,19 +203,26 @@ class LlmInFlash:
         ]
 
     def _window_step(self, t: int, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Window + memory management: (neurons to read [L, n], bytes copied [L], FFN neurons computed [L])."""
-        needed = self.window.missing(pred)  # [L, n] to read
-        step = self.window.step(pred, self._friends_of(needed))
+        """Window + memory management: (flat indices ``l * n + i`` of the neurons to read [N] ascending, bytes
+        copied [L], FFN neurons computed [L])."""
+        if self.config.bundling == "coactivation":
+            needed = self.window.missing(pred)  # [L, n] to read; their bundles bring friends that are stored too
+            step = self.window.step(pred, self._friends_of(needed))
+        else:  # what is read is exactly what the window loads
+            step = self.window.step(pred)
+            needed = step.load
+        flat = np.flatnonzero(needed)  # [N] one scan, shared by the matrix and the plans
         try:
-            mem = self.matrix.step(step.load, step.evict)
+            mem = self.matrix.step(step.load, step.evict, new=flat if needed is step.load else None)
         except ValueError as err:
             raise CapacityError(f"llm_in_flash: {err} (raise policy.capacity_tokens above {t})") from None
         copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
         if self.config.memmgmt_appends:
             copied = copied + mem.appended_bytes
         n_ffn = row_counts(pred) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
-        self._record(true, pred, needed, step.load, mem, copied)
-        return needed, copied, n_ffn
+        n_loaded = len(flat) if needed is step.load else int(np.count_nonzero(step.load))
+        self._record(true, pred, len(flat), n_loaded, mem, copied)
+        return flat, copied, n_ffn
 
     def _layer_static_ops(self, ctx: RunContext) -> list[tuple[tuple[Op, ...], tuple[Op, ...]]]:
         """Per layer, the ops that do not change between tokens: (before the FFN, after it)."""
@@ -248,13 +255,13 @@ class LlmInFlash:
             processor=ctx.processor,
         )
 
-    def _record(self, true, pred, needed, loaded, mem, copied) -> None:
+    def _record(self, true, pred, n_read: int, n_loaded: int, mem, copied) -> None:
         n_true = float(np.count_nonzero(true))
         self._stats = {
             "neurons_true": n_true,
             "neurons_predicted": float(np.count_nonzero(pred)),
-            "neurons_read": float(np.count_nonzero(needed)),
-            "neurons_loaded": float(np.count_nonzero(loaded)),
+            "neurons_read": float(n_read),
+            "neurons_loaded": float(n_loaded),
             "neurons_resident": float(mem.n_rows.sum()) if mem is not None else 0.0,
             "predictor_fn": float(np.count_nonzero(true & ~pred)) / n_true if n_true else 0.0,
             "memmgmt_rows_moved": float(mem.moves.sum()) if mem is not None else 0.0,
