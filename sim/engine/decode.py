@@ -12,6 +12,10 @@ Order of events within a token (same-time ties resolve in SimPy's FIFO order of 
 Tokens are a barrier: token t+1 starts when both processes of token t are done, because its inputs
 depend on token t's output.
 
+Before its first event a token prices every layer's preload in one vectorised pass (:meth:`Flash.price`: a
+read's service time is a pure function of its extents, so this moves no time and adds no event); each read
+event then only schedules the latency and the fair-share job.
+
 Serial tokens (no plan issues its preload before its own layer starts, and none waits for a later layer's read)
 run as ONE process: the compute process issues each preload itself when it reaches the layer. That is the same
 instant the loader would issue it, with the flash as idle as the loader would find it (the previous layer's read
