@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sim.devices.flash import Flash
 from sim.models.profile import ATTENTION_OPS, ModelProfile, dtype_bytes
 
 EMBEDDINGS = -1  # the pseudo-layer holding the embedding tables
@@ -50,16 +51,10 @@ def whole_bytes(dtype: str, n_weights: int) -> int:
 
 
 def coalesce(extents: np.ndarray) -> np.ndarray:
-    """Sort [n, 2] extents by offset and merge touching ones: [n, 2] -> [m, 2], m <= n."""
-    if len(extents) == 0:
-        return np.zeros((0, 2), np.int64)
-    ext = extents[np.argsort(extents[:, 0], kind="stable")]
-    ends = ext[:, 0] + ext[:, 1]  # [n]
-    starts_new = np.ones(len(ext), bool)
-    starts_new[1:] = ext[1:, 0] > np.maximum.accumulate(ends)[:-1]
-    first = ext[starts_new, 0]
-    last_end = np.maximum.reduceat(ends, np.flatnonzero(starts_new))
-    return np.stack([first, last_end - first], axis=1).astype(np.int64)
+    """Sort [n, 2] extents by offset and merge touching ones: [n, 2] -> [m, 2], m <= n.
+
+    The same merge the flash device applies to a read (one implementation: Flash.merge_extents)."""
+    return Flash.merge_extents(extents)
 
 
 def as_neuron_index(neurons: np.ndarray, n_neurons: int) -> np.ndarray:
