@@ -26,7 +26,7 @@ switches per layer).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import simpy
 
@@ -44,7 +44,6 @@ class TokenTimes:
     compute_s: float = 0.0
     start_s: float = 0.0
     end_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
