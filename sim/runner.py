@@ -119,7 +119,7 @@ def run_experiment(
     with AtomicFolder(out) as tmp:
         write_results(tmp, path, cases, results)
         for script in plot_scripts(path, cases) if plots else []:
-            _run_plot(script, tmp)
+            run_plot(script, tmp)
     return out
 
 
@@ -137,7 +137,7 @@ def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plo
         else:
             runner(path, tmp)
         if plots:
-            _run_plot(PLOTS_DIR / spec.plot, tmp)
+            run_plot(PLOTS_DIR / spec.plot, tmp)
     return out
 
 
@@ -151,7 +151,7 @@ def _simulate_all(cases: Sequence[Case], progress: bool) -> list[CaseResult]:
     return results
 
 
-def _run_plot(script: Path, results_dir: Path) -> None:
+def run_plot(script: Path, results_dir: Path) -> None:
     if not script.is_file():
         raise PlotError(f"plot script {script} not found")
     proc = subprocess.run([sys.executable, str(script), str(results_dir)], capture_output=True, text=True)

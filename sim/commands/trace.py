@@ -31,6 +31,7 @@ def register(subparsers) -> None:
     st.add_argument("--max-k", type=int, default=16)
     st.add_argument("--channel-density", type=float, default=0.1, help="top-k fraction of mlp_in/attn_in channels")
     st.add_argument("--out", required=True)
+    st.add_argument("--no-plots", action="store_true", help="skip experiments/plots/trace_stats.py")
     st.set_defaults(func=_stats)
 
     info = sub.add_parser("info", help="print a trace's manifest summary")
@@ -70,6 +71,10 @@ def _stats(args: argparse.Namespace) -> int:
     rules = [SparsityRule.parse(r) for r in (args.rule or ["threshold:0.9"])]
     with TraceReader(args.trace) as reader:
         out = write_stats(reader, rules, Path(args.out), list(range(1, args.max_k + 1)), args.channel_density)
+    if not args.no_plots:
+        from sim.runner import PLOTS_DIR, run_plot
+
+        run_plot(PLOTS_DIR / "trace_stats.py", Path(out))
     print(f"wrote {out}")
     return 0
 
