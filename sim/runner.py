@@ -12,6 +12,7 @@ import inspect
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def run_experiment(
     overrides: dict[str, Any] | None = None,
     plots: bool = True,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Run an experiment file and write its results folder; returns its path.
 
@@ -115,7 +117,7 @@ def run_experiment(
     if kind != "simulation":
         return _run_other(OTHER_KINDS[kind], kind, path, out, overrides, plots, progress)
     cases = load_experiment(path, overrides)
-    results = _simulate_all(cases, progress)
+    results = _simulate_all(cases, progress, workers)
     with AtomicFolder(out) as tmp:
         write_results(tmp, path, cases, results)
         for script in plot_scripts(path, cases) if plots else []:
@@ -141,7 +143,11 @@ def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plo
     return out
 
 
-def _simulate_all(cases: Sequence[Case], progress: bool) -> list[CaseResult]:
+def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1) -> list[CaseResult]:
+    """Simulate the cases in order, or in ``workers`` local processes (each case is a pure function of its
+    config and seed, so results are identical either way; trace readers are then shared per process only)."""
+    if workers > 1 and len(cases) > 1:
+        return _simulate_parallel(cases, progress, workers)
     total = sum(c.config.decode_tokens for c in cases)
     with tqdm(total=total, unit="tok", disable=None if progress else True, desc="simulating", leave=False) as bar:
         results, cache = [], {}
@@ -149,6 +155,17 @@ def _simulate_all(cases: Sequence[Case], progress: bool) -> list[CaseResult]:
             bar.set_postfix_str(case.name)
             results.append(simulate_case(case, progress=bar.update, cache=cache))
     return results
+
+
+def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int) -> list[CaseResult]:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(simulate_case, case) for case in cases]
+        with tqdm(
+            total=len(cases), unit="case", disable=None if progress else True, desc="simulating", leave=False
+        ) as bar:
+            for _ in as_completed(futures):
+                bar.update(1)
+        return [f.result() for f in futures]
 
 
 def run_plot(script: Path, results_dir: Path) -> None:

@@ -41,3 +41,13 @@ def test_ci_experiment_matches_expected(path, tmp_path):
     expected = pd.read_csv(EXPERIMENTS / "expected" / f"{path.stem}.csv")
     pd.testing.assert_frame_equal(got[["case", "metric", "published"]], expected[["case", "metric", "published"]])
     assert got["simulated"].to_numpy() == pytest.approx(expected["simulated"].to_numpy(), rel=1e-6, abs=1e-9)
+
+
+def test_parallel_cases_give_identical_results(tmp_path):
+    path = EXPERIMENTS / "lif_baselines.yaml"
+    serial = run_experiment(path, tmp_path / "serial", {"decode_tokens": 3}, plots=False, progress=False)
+    parallel = run_experiment(path, tmp_path / "par", {"decode_tokens": 3}, plots=False, progress=False, workers=2)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(serial / "tokens.parquet"), pd.read_parquet(parallel / "tokens.parquet")
+    )
+    assert (serial / "timeline.json").read_text() == (parallel / "timeline.json").read_text()

@@ -24,7 +24,16 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = run_experiment(args.file, args.out, parse_sets(args.set), plots=not args.no_plots, progress=not args.quiet)
+    if args.workers < 1:
+        raise ConfigError("--workers", "", "must be >= 1", args.workers)
+    out = run_experiment(
+        args.file,
+        args.out,
+        parse_sets(args.set),
+        plots=not args.no_plots,
+        progress=not args.quiet,
+        workers=args.workers,
+    )
     if not (out / "summary.json").is_file():  # other kinds (accuracy) print their own progress
         print(f"results: {out}")
         return 0
@@ -54,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config path")
     run.add_argument("--no-plots", action="store_true", help="skip the plot scripts")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--workers", type=int, default=1, help="simulate cases in N local processes (default 1)")
     run.set_defaults(func=_run)
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("file", type=Path)
