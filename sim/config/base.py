@@ -34,7 +34,6 @@ Bytes = Annotated[float, _unit_field("bytes")]
 BandwidthBps = Annotated[float, _unit_field("bandwidth")]
 Seconds = Annotated[float, _unit_field("time")]
 Flops = Annotated[float, _unit_field("flops")]
-Bits = Annotated[float, _unit_field("bits")]
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -115,10 +115,6 @@ class BaseLayout:
     def ffn_offset(self, layer: int) -> int:
         return self.layer_offset(layer) + self._ffn_rel
 
-    def layer_extent(self, layer: int) -> np.ndarray:
-        """The whole layer (attention + FFN region) as one extent [1, 2]."""
-        return np.array([[self.layer_offset(layer), self.layer_stride]], np.int64)
-
     # ---- whole ops ------------------------------------------------------------------------------------
     def op_extents(self, layer: int, ops: Sequence[str]) -> np.ndarray:
         rows = [self._one_op(layer, op) for op in ops]
@@ -136,9 +132,6 @@ class BaseLayout:
         off, _, op_idx, copy = self.ffn_placement(layer)
         keep = (op_idx == self.ffn_ops.index(op)) & (copy == 0)
         return coalesce(np.stack([off[keep], np.full(int(keep.sum()), self.row_bytes)], axis=1))
-
-    def embedding_extents(self) -> np.ndarray:
-        return self.op_extents(EMBEDDINGS, EMBEDDING_OPS)
 
     # ---- FFN rows (implemented by subclasses) ---------------------------------------------------------
     def neuron_extents(self, layer: int, neurons: np.ndarray) -> np.ndarray:
