@@ -390,6 +390,21 @@ def test_tenants_grow_and_shrink_and_never_go_negative():
     assert dram.tenants() == {} and dram.used_bytes == 0.0
 
 
+def test_occupied_bytes_count_static_tenants_in_full_and_dynamic_ones_as_said():
+    dram = Memory(simpy.Environment(), "dram", memory_spec(capacity="8 GB"))
+    dram.allocate("attention", 4e9)
+    dram.allocate("window", 2e9)  # preallocated at its peak
+    assert dram.occupied_bytes == 6e9
+    dram.occupy("window", 1.5e9)
+    assert (dram.used_bytes, dram.occupied_bytes) == (6e9, 5.5e9)
+    dram.free("window", 1e9)  # what is left holds at most what remains
+    assert dram.occupied_bytes == 5e9
+    dram.free("window", 1e9)
+    assert dram.occupied_bytes == 4e9
+    with pytest.raises(ValueError, match=r"dram: 'attention' cannot occupy 5000000000.0 B: it holds 4000000000.0 B"):
+        dram.occupy("attention", 5e9)
+
+
 def test_copy_takes_bytes_over_copy_bandwidth():
     env, recorder = simpy.Environment(), Recorder()
     dram = Memory(env, "dram", memory_spec(copy_bandwidth="12.5 GB/s"), recorder=recorder)

@@ -44,6 +44,7 @@ PublishedMetric = Literal[
     "flash_GB_per_token",
     "flash_throughput_GBps",
     "dram_GB",
+    "dram_used_GB",
 ]
 
 

@@ -2,6 +2,8 @@
 
 Modelled: how many bytes each tenant (attention weights, FFN cache, KV cache...) holds; going over the
 capacity (the smaller of the device's capacity and the experiment's budget) is a one-line CapacityError;
+how much of a tenant's allocation holds data right now (``occupy``: a preallocated neuron matrix is allocated at
+its peak but holds the current window; a tenant that never calls it is full);
 copies within the memory (memory management: compacting a cache, moving rows) as jobs on a
 :class:`FairShare` server at ``copy_bandwidth``, so concurrent copies share it.
 
@@ -52,6 +54,7 @@ class Memory:
         self.used_bytes = 0.0
         self.peak_bytes = 0.0
         self._held: dict[str, float] = {}
+        self._occupied: dict[str, float] = {}  # tenants whose data fill only part of what they hold
         self.copier = FairShare(env, f"{name}:copy")
         self.bytes_copied = 0.0
 
@@ -81,9 +84,24 @@ class Memory:
         remaining = held - nbytes
         if remaining > held * _REL_TOL:
             self._held[tenant] = remaining
+            if tenant in self._occupied:
+                self._occupied[tenant] = min(self._occupied[tenant], remaining)
         else:
             self._held.pop(tenant, None)
+            self._occupied.pop(tenant, None)
         self.used_bytes = max(0.0, self.used_bytes - nbytes)
+
+    def occupy(self, tenant: str, nbytes: float) -> None:
+        """Say that ``nbytes`` of what ``tenant`` holds contain data now (0 <= nbytes <= held)."""
+        held = self._held.get(tenant, 0.0)
+        if not 0 <= nbytes <= held * (1 + _REL_TOL):
+            raise ValueError(f"{self.name}: {tenant!r} cannot occupy {nbytes!r} B: it holds {held!r} B")
+        self._occupied[tenant] = nbytes
+
+    @property
+    def occupied_bytes(self) -> float:
+        """Bytes holding data now: every tenant in full except those that said otherwise with :meth:`occupy`."""
+        return sum(self._occupied.get(tenant, held) for tenant, held in self._held.items())
 
     def copy(self, nbytes: float, tag: str = "memcpy") -> simpy.Event:
         """Copy ``nbytes`` within this memory; succeeds (value: seconds taken) when done. One span."""

@@ -80,7 +80,8 @@ def _decode(env, devices: Devices, policy, cfg, recorder: Recorder, rows: list, 
         times: TokenTimes = yield env.process(run_token(env, devices, plans))
         recorder.span("token", f"token {t}", times.start_s, times.end_s)
         moved = {k: v - before[k] for k, v in _byte_counters(devices).items()}
-        rows.append(_row(t, times, moved, policy.token_stats()))
+        used = {"dram_used_bytes": devices.memories["dram"].occupied_bytes}  # after the token's plan and run
+        rows.append(_row(t, times, moved, used | policy.token_stats()))
         if progress:
             progress(1)
 
@@ -136,6 +137,7 @@ def _summarise(
         "flash_GB_per_token": float(tokens["flash_bytes"].mean()) / 1e9,
         "flash_throughput_GBps": flash.bytes_read / flash.server.busy_time_s / 1e9 if flash.bytes_read else 0.0,
         "dram_GB": sum(resident.values()) / 1e9,
+        "dram_used_GB": float(tokens["dram_used_bytes"].mean()) / 1e9,  # mean over tokens of the bytes holding data
         "dram_tenants_GB": {k: v / 1e9 for k, v in resident.items()},
         "dram_budget_GB": devices.memories["dram"].capacity_bytes / 1e9,
         "simpy_events": n_events,
