@@ -20,8 +20,6 @@ from sim.engine.simulate import simulate_case
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TARGET_PCT = {"lif_table2": 10.0, "lif_table3": 15.0}
 KNOWN = {
-    ("lif_table2", "windowing", "dram_GB"): "peak-sized window + 0.31 GB predictor vs Table 2's 6.5 GB",
-    ("lif_table2", "bundling", "dram_GB"): "peak-sized window + 0.31 GB predictor vs Table 2's 6.5 GB",
     ("lif_table3", "all-rtx4090", "io_ms"): "980 PRO curve: ~5.1 GB/s at 16 KiB where 30 ms needs ~7 GB/s",
 }
 

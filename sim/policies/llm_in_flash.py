@@ -14,7 +14,8 @@ Per decode step t, vectorised over layers:
    (``active``).
 
 DRAM tenants (setup; CapacityError if over the budget): embeddings, attention, predictor, and the per-layer
-preallocated FFN matrices sized by a dry run of the window over the first ``capacity_tokens`` decode steps.
+preallocated FFN matrices sized by a dry run of the window over the first ``capacity_tokens`` decode steps; each
+token the matrices report the rows they hold (``Memory.occupy``: the summary's dram_used_GB vs dram_GB).
 ``overlap``: layer l+1's reads are issued when layer l's compute starts (the paper's Table 3 sums I/O and
 compute, i.e. no overlap, the default).
 """
@@ -216,6 +217,7 @@ class LlmInFlash:
             mem = self.matrix.step(step.load, step.evict, new=flat if needed is step.load else None)
         except ValueError as err:
             raise CapacityError(f"llm_in_flash: {err} (raise policy.capacity_tokens above {t})") from None
+        self.ctx.devices.memories["dram"].occupy("ffn_window", float(mem.n_rows.sum()) * self.neuron_bytes)
         copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
         if self.config.memmgmt_appends:
             copied = copied + mem.appended_bytes
