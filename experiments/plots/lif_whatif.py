@@ -4,9 +4,9 @@ x axis: the first ``sweep.<path>`` column of summary.csv (the swept value); else
 ``<group>,<point>``, the DRAM budget if it varies (else the point); else the case names. Lines: one per group
 of cases (the case name without the swept part or point, e.g. ``opt-all``, ``all,bundling=none``, ``hybrid``).
 Panels: (1) mean per-token latency: total (thick), I/O, memory management, compute; (2) flash GB read per
-token, flash throughput (GB/s) and DRAM GB resident; (3) from tokens.parquet, the FFN fraction predicted,
-read fresh and resident per token (resident vs k with an oracle predictor is LLM in a Flash Fig. 4a) and,
-where a predictor ran, its false-negative rate.
+token, flash throughput (GB/s), DRAM GB allocated and (where it differs) in use; (3) from tokens.parquet, the
+FFN fraction predicted, read fresh and resident per token (resident vs k with an oracle predictor is LLM in a
+Flash Fig. 4a) and, where a predictor ran, its false-negative rate.
 
 Usage: python experiments/plots/lif_whatif.py RESULTS_DIR  ->  RESULTS_DIR/whatif.png
 """
@@ -53,7 +53,9 @@ for i, (group, g) in enumerate(s.groupby("group", sort=False)):
         label = f" {group} fits from {g.dram_GB.min():.2f} GB"
         ax_t.text(g.dram_GB.min(), 0.5, label, fontsize=7, rotation=90, transform=ax_t.get_xaxis_transform())
     ax_b.plot(g.x, g.flash_GB_per_token, marker="o", color=palette[i], label=f"{tag}flash GB/token")
-    ax_b.plot(g.x, g.dram_GB, marker="s", ls="--", color=palette[i], label=f"{tag}DRAM GB")
+    ax_b.plot(g.x, g.dram_GB, marker="s", ls="--", color=palette[i], label=f"{tag}DRAM GB allocated")
+    if "dram_used_GB" in g and (g.dram_used_GB < g.dram_GB).any():
+        ax_b.plot(g.x, g.dram_used_GB, marker="s", ls="-.", mfc="none", color=palette[i], label=f"{tag}DRAM GB in use")
     ax_b.plot(g.x, g.flash_throughput_GBps, marker="^", ls=":", color=palette[i], label=f"{tag}flash GB/s")
     for col, style in zip(fractions, ("-", "--", ":", "-."), strict=True):
         if g[col].notna().any():
@@ -66,7 +68,7 @@ for i, (group, g) in enumerate(s.groupby("group", sort=False)):
                 label=f"{tag}{col[8:] if col.startswith('neurons_') else 'predictor FN rate'}",
             )
 ax_t.set(yscale="log", xlabel=xlabel, ylabel="ms per token (mean)", title="latency")
-ax_b.set(yscale="log", xlabel=xlabel, ylabel="GB", title="flash GB/token, GB/s; DRAM GB resident")
+ax_b.set(yscale="log", xlabel=xlabel, ylabel="GB", title="flash GB/token, GB/s; DRAM GB")
 ax_n.set(xlabel=xlabel, ylabel="% of FFN neurons (FN: % of active)", title="neurons per token (resident: Fig. 4a)")
 for ax in (ax_t, ax_b, ax_n):
     ax.grid(alpha=0.3, which="both")
