@@ -79,6 +79,12 @@ class ExperimentConfig(StrictModel):
     seed: int = 0
     ci: bool = Field(False, description="run in CI; its comparison.csv must match experiments/expected/<name>.csv")
     timeline_tokens: int = Field(3, ge=0, description="tokens whose device spans go to timeline.json")
+    engine_mode: Literal["auto", "events"] = Field(
+        "auto",
+        description="auto: a serial token with the machine to itself is computed in closed form and advances "
+        "time by one event (the atomic path, sim/engine/atomic.py; bit-identical results), any other token runs "
+        "as device events; events: every token runs as device events (for checking the atomic path)",
+    )
     plots: list[str] | None = Field(None, description="plot scripts (relative to this file); default set if unset")
 
 

@@ -26,6 +26,15 @@ priority, so events at the same time are processed in the order they were schedu
    t inside the call itself. An empty read (no extents) succeeds at t without latency.
 6. Nothing else is ordered: across devices, same-time events follow scheduling order only; code that needs
    an order between devices must express it with an explicit wait.
+
+Jobs alone, without events (the engine's atomic path, ``sim/engine/atomic.py``)
+------------------------------------------------------------------------------
+``Flash.read_alone``, ``Link.transfer_alone``, ``Memory.copy_alone`` and ``Processor.run_alone`` take a start time
+and return the end time that the event-driven call issued at that instant would reach if nothing else used the
+device until then (:meth:`FairShare.run_alone` checks the server is idle), booking the same counters, server state
+and span with the same float operations; they schedule no SimPy event. ``order_alone`` gives the key by which
+two such jobs on different devices, started together, complete in the event path (rules 1-2 above: end time, then
+the order their completions were scheduled).
 """
 
 from __future__ import annotations

@@ -247,18 +247,48 @@ class Flash:
         """Latency (pure delay, skipped for an empty batch), then the transfer as a FairShare job."""
         env, start_s = self.env, float(self.env.now)
         done = env.event()
-        service_s = self.spec.latency + transfer_s if n_requests else 0.0
 
         def result() -> ReadResult:
-            self.bytes_read += nbytes
-            self.n_reads += 1
-            self.n_requests += n_requests
-            if self.recorder is not None and n_requests:
-                self.recorder.span(self.name, tag, start_s, env.now, nbytes)
-            return ReadResult(nbytes, n_requests, service_s, start_s, env.now)
+            return self._finish(transfer_s, n_requests, nbytes, tag, start_s, env.now)
 
         if n_requests and self.spec.latency > 0:
             env.timeout(self.spec.latency).callbacks.append(lambda _: self.server.submit(transfer_s, done, result))
         else:
             self.server.submit(transfer_s, done, result)
         return done
+
+    def _finish(self, transfer_s: float, n_requests: int, nbytes: float, tag: str, start_s: float, end_s: float):
+        """A read completes: counters and its span (only a read with requests has one)."""
+        self.bytes_read += nbytes
+        self.n_reads += 1
+        self.n_requests += n_requests
+        if self.recorder is not None and n_requests:
+            self.recorder.span(self.name, tag, start_s, end_s, nbytes)
+        return ReadResult(nbytes, n_requests, self.spec.latency + transfer_s if n_requests else 0.0, start_s, end_s)
+
+    # -- atomic path: a read that has the device to itself, booked without SimPy events ---------------------------
+
+    def price_one(self, extents: np.ndarray, merge: bool = True) -> tuple[float, int, float]:
+        """(transfer seconds, requests, bytes) of one batch, as :meth:`read` prices it."""
+        return self._transfer(extents, None, merge)
+
+    def order_alone(self, priced: tuple[float, int, float], start_s: float) -> tuple[float, float, bool]:
+        """Where :meth:`read_alone` would complete among jobs on other devices: (end, instant its transfer
+        enters the server, whether it entered from the latency timeout). SimPy completes same-time jobs in the
+        order their completions were scheduled, which this key sorts by (see Link.order_alone)."""
+        transfer_s, n_requests, _ = priced
+        enter_s = self._enter_s(n_requests, start_s)
+        return FairShare.end_alone_s(enter_s, transfer_s), enter_s, bool(n_requests) and self.spec.latency > 0
+
+    def _enter_s(self, n_requests: int, start_s: float) -> float:
+        """When a read issued at ``start_s`` enters the server: after the latency timeout unless it is empty."""
+        return start_s + self.spec.latency if n_requests and self.spec.latency > 0 else start_s
+
+    def read_alone(self, priced: tuple[float, int, float], start_s: float, tag: str = "read") -> float:
+        """:meth:`read_priced` issued at ``start_s`` on an idle device that nothing else uses until the read ends:
+        books the same counters, span and server accounting (:meth:`FairShare.run_alone`) and returns the end time
+        the event path would reach (the latency timeout at start + latency, then the transfer)."""
+        transfer_s, n_requests, nbytes = priced
+        end_s = self.server.run_alone(self._enter_s(n_requests, start_s), transfer_s)
+        self._finish(transfer_s, n_requests, nbytes, tag, float(start_s), end_s)
+        return end_s

@@ -38,24 +38,51 @@ class Link:
 
     def transfer(self, src: str, dst: str, nbytes: float, tag: str = "xfer") -> simpy.Event:
         """Move ``nbytes`` from ``src`` to ``dst``; succeeds (value: seconds taken) when done. One span."""
-        server, bandwidth_Bps = self._lookup(src, dst)
-        if not nbytes >= 0:
-            raise ValueError(f"{self.name}: transfer nbytes(={nbytes!r}) must be >= 0")
+        server, work_s = self._job(src, dst, nbytes)
         env, start_s = self.env, float(self.env.now)
         done = env.event()
 
         def result() -> float:
-            self.bytes_moved[(src, dst)] += nbytes
-            if self.recorder is not None:
-                self.recorder.span(server.name, tag, start_s, env.now, nbytes)
+            self._finish(server, src, dst, nbytes, tag, start_s, env.now)
             return env.now - start_s
 
-        work_s = nbytes / bandwidth_Bps
         if self.spec.latency > 0:
             env.timeout(self.spec.latency).callbacks.append(lambda _: server.submit(work_s, done, result))
         else:
             server.submit(work_s, done, result)
         return done
+
+    def order_alone(self, src: str, dst: str, nbytes: float, start_s: float) -> tuple[float, float, bool]:
+        """(end, instant the job enters its channel, entered from the latency timeout) of :meth:`transfer_alone`:
+        jobs on different devices that end at the same instant complete in the order of this key (SimPy runs
+        them in the order their completion timeouts were scheduled; a device called first wins a full tie)."""
+        _, work_s = self._job(src, dst, nbytes)
+        enter_s = self._enter_s(start_s)
+        return FairShare.end_alone_s(enter_s, work_s), enter_s, self.spec.latency > 0
+
+    def transfer_alone(self, src: str, dst: str, nbytes: float, start_s: float, tag: str = "xfer") -> float:
+        """:meth:`transfer` started at ``start_s`` on an idle channel nothing else uses until it ends: the same
+        bytes, span and channel accounting (:meth:`FairShare.run_alone`); returns the end time, without events."""
+        server, work_s = self._job(src, dst, nbytes)
+        end_s = server.run_alone(self._enter_s(start_s), work_s)
+        self._finish(server, src, dst, nbytes, tag, float(start_s), end_s)
+        return end_s
+
+    def _enter_s(self, start_s: float) -> float:
+        """When a transfer issued at ``start_s`` enters its channel: after the latency timeout (start + latency)."""
+        return start_s + self.spec.latency if self.spec.latency > 0 else start_s
+
+    def _job(self, src: str, dst: str, nbytes: float) -> tuple[FairShare, float]:
+        """The channel and the seconds of exclusive service of a transfer (nbytes checked)."""
+        server, bandwidth_Bps = self._lookup(src, dst)
+        if not nbytes >= 0:
+            raise ValueError(f"{self.name}: transfer nbytes(={nbytes!r}) must be >= 0")
+        return server, nbytes / bandwidth_Bps
+
+    def _finish(self, server: FairShare, src: str, dst: str, nbytes: float, tag: str, start_s: float, end_s: float):
+        self.bytes_moved[(src, dst)] += nbytes
+        if self.recorder is not None:
+            self.recorder.span(server.name, tag, start_s, end_s, nbytes)
 
     def _lookup(self, src: str, dst: str) -> tuple[FairShare, float]:
         try:

@@ -105,19 +105,33 @@ class Memory:
 
     def copy(self, nbytes: float, tag: str = "memcpy") -> simpy.Event:
         """Copy ``nbytes`` within this memory; succeeds (value: seconds taken) when done. One span."""
-        if not nbytes >= 0:
-            raise ValueError(f"{self.name}: copy nbytes(={nbytes!r}) must be >= 0")
+        work_s = self._copy_s(nbytes)
         env, start_s = self.env, float(self.env.now)
         done = env.event()
 
         def result() -> float:
-            self.bytes_copied += nbytes
-            if self.recorder is not None:
-                self.recorder.span(self.copier.name, tag, start_s, env.now, nbytes)
+            self._copied(nbytes, tag, start_s, env.now)
             return env.now - start_s
 
-        self.copier.submit(nbytes / self.spec.copy_bandwidth, done, result)
+        self.copier.submit(work_s, done, result)
         return done
+
+    def copy_alone(self, nbytes: float, start_s: float, tag: str = "memcpy") -> float:
+        """:meth:`copy` started at ``start_s`` with the copier to itself until it ends: the same bytes, span and
+        copier accounting (:meth:`FairShare.run_alone`); returns the end time, without SimPy events."""
+        end_s = self.copier.run_alone(start_s, self._copy_s(nbytes))
+        self._copied(nbytes, tag, float(start_s), end_s)
+        return end_s
+
+    def _copy_s(self, nbytes: float) -> float:
+        if not nbytes >= 0:
+            raise ValueError(f"{self.name}: copy nbytes(={nbytes!r}) must be >= 0")
+        return nbytes / self.spec.copy_bandwidth
+
+    def _copied(self, nbytes: float, tag: str, start_s: float, end_s: float) -> None:
+        self.bytes_copied += nbytes
+        if self.recorder is not None:
+            self.recorder.span(self.copier.name, tag, start_s, end_s, nbytes)
 
     def _over_message(self, tenant: str, nbytes: float) -> str:
         unit, scale = _unit_for(self.capacity_bytes)

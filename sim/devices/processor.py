@@ -58,8 +58,21 @@ class Processor:
 
     def run(self, ops: Sequence[Op], tag: str = "compute") -> simpy.Event:
         """Queue ``ops`` behind earlier calls; the event (value: seconds of compute) fires when they are done."""
-        compute_s = sum(self.op_time_s(op) for op in ops)
         now = float(self.env.now)
+        compute_s, end_s = self._book(ops, tag, now)
+        return self.env.timeout(end_s - now, value=compute_s)
+
+    def run_alone(self, ops: Sequence[Op], start_s: float, tag: str = "compute") -> float:
+        """:meth:`run` called at ``start_s`` with nothing else calling before it completes: the same booking and
+        span; returns the instant run()'s timeout fires, ``start_s + (end - start_s)`` (SimPy adds the delay to
+        now, which may differ from ``end`` in the last bit). No SimPy event."""
+        start_s = float(start_s)
+        _, end_s = self._book(ops, tag, start_s)
+        return start_s + (end_s - start_s)
+
+    def _book(self, ops: Sequence[Op], tag: str, now: float) -> tuple[float, float]:
+        """Queue ``ops`` at ``now`` behind earlier calls: busy time, kernel count, span -> (compute_s, end_s)."""
+        compute_s = sum(self.op_time_s(op) for op in ops)
         start_s = max(now, self.busy_until)
         end_s = start_s + compute_s
         self.busy_until = end_s
@@ -67,4 +80,4 @@ class Processor:
         self.n_kernels += len(ops)
         if self.recorder is not None:
             self.recorder.span(self.name, tag, start_s, end_s, float(sum(op.nbytes for op in ops)))
-        return self.env.timeout(end_s - now, value=compute_s)
+        return compute_s, end_s

@@ -21,16 +21,30 @@ run as ONE process: the compute process issues each preload itself when it reach
 instant the loader would issue it, with the flash as idle as the loader would find it (the previous layer's read
 has completed), so every time is identical; it only saves the reached/loaded hand-over (two events and two process
 switches per layer).
+
+Atomic path (``engine_mode: auto``, the default; ``events`` turns it off). A serial token that starts with nothing
+else pending in the environment (``env.peek() == inf``: no other process, device job or timeout exists, so nothing
+can act until the token's own jobs end) is computed in closed form by :func:`sim.engine.atomic.run_alone` and
+advances time with ONE timeout to its end. Why it is exact: each job of a serial token then runs alone on an idle
+server, one after the other, so the event path's fair-share arithmetic degenerates to fixed floats (a read ends at
+``(start + latency) + transfer_s``, a copy at ``start + work``, a kernel batch at ``start + (end - start)``, a
+staged preload at the max of its read and its transfer); the devices' ``*_alone`` methods compute exactly these
+and book the same counters, server state and spans, in the order the event path records them, and TokenTimes
+accumulates the same differences in the same order. Any other token (overlapped plans, a concurrent process, a
+token starting while some device still has work) runs as events. tests/test_engine_atomic.py compares both paths
+bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import simpy
 
 from sim.devices import Devices
+from sim.engine.atomic import delay_to, run_alone
 from sim.engine.plan import LayerPlan
 
 
@@ -115,16 +129,20 @@ def _compute(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan
         times.compute_s += env.now - t3
 
 
-def run_token(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan]):
+def run_token(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPlan], atomic: bool = True):
     """SimPy process: one decode step; returns its :class:`TokenTimes`.
 
-    Only the ``reached`` events some preload waits for, and the ``loaded`` events of layers with a preload,
-    exist (an event nobody waits for would cost a scheduling step per layer).
+    ``atomic``: a serial token with nothing else pending runs on the atomic path (module docstring); False
+    forces the event path. Only the ``reached`` events some preload waits for, and the ``loaded`` events of
+    layers with a preload, exist (an event nobody waits for would cost a scheduling step per layer).
     """
     times = TokenTimes(start_s=env.now)
     priced = _price_preloads(devices, plans)
     if _serial(plans):
-        yield from _compute(env, devices, plans, None, None, times, priced)  # within this process: no hand-over at all
+        if atomic and env.peek() == math.inf:  # nothing else can act before this token ends
+            yield env.timeout(delay_to(env, run_alone(devices, plans, times, priced, env.now)))
+        else:
+            yield from _compute(env, devices, plans, None, None, times, priced)  # no hand-over at all
         times.end_s = env.now
         return times
     reached = {p.issue_at: env.event() for p in plans if p.preload.shape[0] and p.issue_at >= 0}

@@ -77,7 +77,7 @@ def _decode(env, devices: Devices, policy, cfg, recorder: Recorder, rows: list, 
         recorder.enabled = recorder.enabled and t < cfg.timeline_tokens
         plans = policy.plan_token(t)
         before = _byte_counters(devices)
-        times: TokenTimes = yield env.process(run_token(env, devices, plans))
+        times: TokenTimes = yield env.process(run_token(env, devices, plans, cfg.engine_mode == "auto"))
         recorder.span("token", f"token {t}", times.start_s, times.end_s)
         moved = {k: v - before[k] for k, v in _byte_counters(devices).items()}
         used = {"dram_used_bytes": devices.memories["dram"].occupied_bytes}  # after the token's plan and run

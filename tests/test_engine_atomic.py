@@ -1,0 +1,292 @@
+"""The atomic path (``engine_mode: auto``) against the event path (``engine_mode: events``): bit-identical.
+
+Every comparison is exact: the tokens table (check_exact), every device counter and fair-share server state,
+and the recorded spans in order (what timeline.json is written from). Each serial configuration also checks that
+the atomic path really ran (a few events per token instead of one per device job), so these tests fail if the
+fast path silently stops applying; configurations it must not take (overlap, a concurrent reader) check that
+both modes schedule the same events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+import simpy
+import yaml
+
+import sim.engine.simulate as simulate
+from sim.config.experiment import load_experiment
+from sim.config.hardware import FlashSpec, LinkSpec, MemorySpec, ProcessorSpec
+from sim.devices import Devices, FairShare, Flash, Link, Memory, Op, Processor, build_devices
+from sim.engine.decode import run_token
+from sim.engine.plan import LayerPlan, Transfer
+from sim.stats.recorder import Recorder
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TOKENS = 4
+ATOMIC_EVENTS_PER_TOKEN = 4  # token process start, its one timeout, its end (+ the decode loop's own start)
+
+LIF = {  # benchmarks/bench_lif.py's configuration ("all"), shortened
+    "name": "atomic",
+    "hardware": "apple-m1-max",
+    "model": "opt-6.7b",
+    "dram_budget": "10 GB",
+    "context_tokens": 128,
+    "decode_tokens": TOKENS,
+    "timeline_tokens": TOKENS,
+    "layout": {"name": "bundled"},
+    "activations": {
+        "source": "projection",
+        "path": "traces/smollm2-135m.trace",
+        "density": "opt-6.7b-table6",
+        "calib_tokens": 64,
+    },
+    "policy": {
+        "name": "llm_in_flash",
+        "predictor": "statistical",
+        "window_k": 2,  # rows leave the window (memory management copies) from token 3 on
+        "bundling": "row_column",
+        "memory_management": True,
+        "capacity_tokens": 8,
+    },
+}
+RTX = {"hardware": "pc-high-rtx4090", "processor": "gpu", "dtype": "bf16", "kv_dtype": "bf16"}
+
+
+def servers(devices: Devices) -> list[FairShare]:
+    links = [link.channel(a, b) for link in devices.links.values() for a, b in link.bytes_moved]
+    return [devices.flash.server, *links, *(m.copier for m in devices.memories.values())]
+
+
+def device_state(devices: Devices) -> dict:
+    """Every counter a device keeps, and every number of every fair-share server's state."""
+    state = {s.name: {k: v for k, v in vars(s).items() if isinstance(v, int | float)} for s in servers(devices)}
+    flash = devices.flash
+    state["flash"] = (flash.bytes_read, flash.n_reads, flash.n_requests)
+    state |= {f"link {n}": dict(link.bytes_moved) for n, link in devices.links.items()}
+    state |= {f"memory {n}": (m.bytes_copied, m.used_bytes, m.peak_bytes) for n, m in devices.memories.items()}
+    state |= {f"proc {n}": (p.busy_until, p.busy_s, p.n_kernels) for n, p in devices.processors.items()}
+    return state | {"now": devices.env.now}
+
+
+def spans(recorder: Recorder) -> list[tuple]:
+    return list(zip(recorder.track, recorder.name, recorder.start_s, recorder.end_s, recorder.nbytes, strict=True))
+
+
+def simulate_both(case_of):
+    """Run the case in both modes -> {mode: (CaseResult, device state)}."""
+    out, cache = {}, {}
+    for mode in ("auto", "events"):
+        captured = []
+
+        def build(*args, captured=captured, **kwargs):
+            captured.append(build_devices(*args, **kwargs))
+            return captured[-1]
+
+        with mock.patch.object(simulate, "build_devices", build):
+            result = simulate.simulate_case(case_of(mode), cache=cache)
+        out[mode] = (result, device_state(captured[0]))
+    return out
+
+
+def assert_identical(out) -> None:
+    (auto, auto_state), (events, events_state) = out["auto"], out["events"]
+    pd.testing.assert_frame_equal(auto.tokens, events.tokens, check_exact=True)
+    assert auto_state == events_state
+    assert spans(auto.spans) == spans(events.spans) and len(auto.spans) > 0
+
+
+def experiment_case(path: Path, name: str, overrides: dict):
+    def case_of(mode: str):
+        over = {"decode_tokens": TOKENS, "timeline_tokens": TOKENS, "engine_mode": mode} | overrides
+        (case,) = [c for c in load_experiment(path, over) if c.name == name]
+        return case
+
+    return case_of
+
+
+def dict_case(tmp_path: Path, data: dict):
+    path = tmp_path / "atomic.yaml"
+
+    def case_of(mode: str):
+        path.write_text(yaml.safe_dump(data | {"engine_mode": mode}))
+        (case,) = load_experiment(path)
+        return case
+
+    return case_of
+
+
+@pytest.mark.parametrize("name", ["t2-naive", "t2-hybrid", "t3-naive-rtx4090"])
+def test_baselines_atomic_equals_events(name):
+    out = simulate_both(experiment_case(EXPERIMENTS / "lif_baselines.yaml", name, {}))
+    assert_identical(out)
+    assert out["auto"][0].summary["events_per_token"] <= ATOMIC_EVENTS_PER_TOKEN
+    assert out["events"][0].summary["events_per_token"] > 20 * ATOMIC_EVENTS_PER_TOKEN
+
+
+LIF_VARIANTS = {
+    "all": {},
+    "unmerged-reads": {"policy.coalesce_reads": False},
+    "no-window-no-bundling": {"policy.window_k": 0, "policy.bundling": "none", "layout.name": "layer_major"},
+    "oracle-appends": {"policy.predictor": "oracle", "policy.memmgmt_appends": True},
+    "rtx4090-staged": RTX,
+}
+
+
+@pytest.mark.parametrize("variant", LIF_VARIANTS, ids=list(LIF_VARIANTS))
+def test_llm_in_flash_atomic_equals_events(tmp_path, variant):
+    data = LIF
+    for dotted, value in LIF_VARIANTS[variant].items():
+        data = _set(data, dotted, value)
+    out = simulate_both(dict_case(tmp_path, data))
+    assert_identical(out)
+    assert out["auto"][0].summary["events_per_token"] <= ATOMIC_EVENTS_PER_TOKEN
+    tokens = out["auto"][0].tokens
+    if variant == "rtx4090-staged":
+        assert (tokens["pcie_dram_to_vram_bytes"] == tokens["flash_bytes"]).all() and tokens["flash_bytes"].gt(0).all()
+    if variant == "all":
+        assert tokens["memmgmt_s"].gt(0).any()  # the DRAM copier is exercised too
+
+
+def test_overlap_falls_back_to_events(tmp_path):
+    out = simulate_both(dict_case(tmp_path, _set(LIF, "policy.overlap", True)))
+    assert_identical(out)
+    assert out["auto"][0].summary["simpy_events"] == out["events"][0].summary["simpy_events"]
+
+
+def _set(data: dict, dotted: str, value) -> dict:
+    head, _, rest = dotted.partition(".")
+    return data | {head: _set(data.get(head, {}), rest, value) if rest else value}
+
+
+# ---- hand-made machine: on-demand reads, transfers, staging with latencies, ties, a concurrent reader --------
+
+
+def machine(env: simpy.Environment, recorder: Recorder, flash_latency: str, link_latency: str, link_Bps: float):  # noqa: N803
+    curve = {"chunk_sizes": ["4 KiB", "1 MiB"], "queue_depths": [1, 8], "throughput": [["0.2 GB/s", "1 GB/s"]] * 2}
+    flash_spec = FlashSpec(capacity="1 TB", latency=flash_latency, max_queue_depth=8, curve=curve)
+    link_spec = LinkSpec(
+        ends=("dram", "vram"), bandwidth_forward="1 GB/s", bandwidth_reverse="3 GB/s", latency=link_latency
+    )
+    link_spec = link_spec.model_copy(update={"bandwidth_forward": link_Bps})  # any float (ties below)
+    mem = {"capacity": "16 GB", "bandwidth": "100 GB/s", "copy_bandwidth": "7 GB/s"}
+    proc = {"peak_flops": {"fp16": "3 TFLOPS"}, "mem_bandwidth": "70 GB/s", "overhead": "3 us"}
+    return Devices(
+        env=env,
+        flash=Flash(env, flash_spec, "flash", recorder),
+        memories={n: Memory(env, n, MemorySpec(**mem), None, recorder) for n in ("dram", "vram")},
+        links={"pcie": Link(env, "pcie", link_spec, recorder)},
+        processors={
+            "cpu": Processor(env, "cpu", ProcessorSpec(kind="cpu", memory="dram", **proc), recorder),
+            "gpu": Processor(env, "gpu", ProcessorSpec(kind="gpu", memory="vram", **proc), recorder),
+        },
+    )
+
+
+def hand_plans(rng: np.random.Generator, processor: str, n_layers: int = 3) -> list[LayerPlan]:
+    def ext(n: int) -> np.ndarray:
+        starts = np.sort(rng.choice(1 << 24, n, replace=False)) * 4096
+        return np.stack([starts, rng.integers(1, 9, n) * 4096], axis=1).astype(np.int64)  # some adjacent
+
+    return [
+        LayerPlan(
+            layer=l,
+            issue_at=l,
+            preload=ext(int(rng.integers(1, 40))),
+            on_demand=ext(int(rng.integers(1, 30))) if l % 2 else np.zeros((0, 2), np.int64),
+            transfers=(Transfer("dram", "vram", float(rng.integers(1, 10**6))), Transfer("vram", "dram", 12345.0)),
+            memmgmt_bytes=float(rng.integers(0, 10**6)) if l else 0.0,
+            coalesce=bool(l % 2),
+            ops=(Op("ffn", float(rng.integers(1, 10**9)), float(rng.integers(1, 10**8))),),
+            processor=processor,
+        )
+        for l in range(n_layers)
+    ]
+
+
+def run_hand(atomic: bool, processor: str, latencies=("100 us", "2 us"), link_Bps=25e9, reader=None, tokens=3):
+    """Decode ``tokens`` hand-made tokens; ``reader(env, devices)``: a process started alongside."""
+    env, recorder = simpy.Environment(), Recorder()
+    devices = machine(env, recorder, *latencies, link_Bps)
+    rng = np.random.default_rng(7)
+    rows = []
+
+    def decode():
+        for _ in range(tokens):
+            times = yield env.process(run_token(env, devices, hand_plans(rng, processor), atomic))
+            rows.append((times.start_s, times.end_s, times.io_stall_s, times.xfer_s, times.memmgmt_s, times.compute_s))
+
+    if reader is not None:
+        env.process(reader(env, devices))
+    env.process(decode())
+    env.run()
+    return rows, device_state(devices), spans(recorder), next(env._eid)
+
+
+@pytest.mark.parametrize("processor", ["cpu", "gpu"])
+@pytest.mark.parametrize("latencies", [("100 us", "2 us"), ("0 s", "0 s"), ("0 s", "5 us"), ("30 us", "0 s")])
+def test_on_demand_transfers_copies_and_staging_atomic_equals_events(processor, latencies):
+    atomic, events = run_hand(True, processor, latencies), run_hand(False, processor, latencies)
+    assert atomic[:3] == events[:3]
+    assert atomic[3] <= 3 * ATOMIC_EVENTS_PER_TOKEN < events[3]
+
+
+@pytest.mark.parametrize("latencies", [("100 us", "100 us"), ("0 s", "0 s"), ("0 s", "100 us"), ("100 us", "0 s")])
+def test_staged_read_and_transfer_ending_together_keep_the_event_order(latencies):
+    """The link's bandwidth is chosen so that the staging transfer ends exactly when the flash read does."""
+    plan = hand_plans(np.random.default_rng(7), "gpu", 1)[0]
+    link_Bps = tie_bandwidth(latencies, plan.preload)
+    results = {}
+    for atomic in (True, False):
+        env, recorder = simpy.Environment(), Recorder()
+        devices = machine(env, recorder, *latencies, link_Bps)
+        env.process(run_token(env, devices, [LayerPlan(0, 0, plan.preload, processor="gpu")], atomic))
+        env.run()
+        results[atomic] = (spans(recorder), device_state(devices))
+    assert results[True] == results[False]
+    (first, second) = results[False][0]
+    assert first[3] == second[3] and {first[0], second[0]} == {"flash", "pcie:dram->vram"}  # a real tie
+
+
+def tie_bandwidth(latencies: tuple[str, str], preload: np.ndarray) -> float:
+    """A link bandwidth whose transfer of the preload's bytes, issued at 0, ends when the flash read does."""
+    probe = machine(simpy.Environment(), Recorder(), *latencies, 1e9)
+    priced = probe.flash.price_one(preload)
+    read_end_s, nbytes = probe.flash.order_alone(priced, 0.0)[0], priced[2]
+    enter_s = probe.links["pcie"].order_alone("dram", "vram", 0.0, 0.0)[1]
+    guess = nbytes / (read_end_s - enter_s)
+    for bandwidth in guess * (1 + np.arange(-64, 64) * 2.0**-52):
+        if enter_s + nbytes / bandwidth == read_end_s:
+            return float(bandwidth)
+    raise AssertionError("no bandwidth ties")
+
+
+def concurrent_reader(stop_s: float):
+    """A process reading 64 KiB from flash every 0.2 ms until ``stop_s``."""
+
+    def reader(env: simpy.Environment, devices: Devices):
+        rng = np.random.default_rng(3)
+        while env.now < stop_s:
+            yield devices.flash.read(np.array([[int(rng.integers(0, 1 << 30)) * 4096, 65536]], dtype=np.int64))
+            yield env.timeout(2e-4)
+
+    return reader
+
+
+@pytest.mark.parametrize("stop_s", [10.0, 1e-3])
+def test_a_concurrent_reader_makes_auto_fall_back_to_events(stop_s):
+    """A second process reading the flash: tokens that start while it is active run as events (their reads
+    share the flash with it); once it has stopped, the atomic path takes over again. Same results either way."""
+    reader = concurrent_reader(stop_s)
+    atomic, events = run_hand(True, "cpu", reader=reader), run_hand(False, "cpu", reader=reader)
+    assert atomic[:3] == events[:3]
+    token_starts = [row[0] for row in events[0]]
+    assert token_starts[1] > 1e-3 and events[1]["flash"][1] > 9  # the reader overlapped the first token only
+    if stop_s > token_starts[-1]:
+        assert atomic[3] == events[3]  # every token fell back
+    else:
+        assert atomic[3] < events[3] - 20  # the tokens after the reader stopped ran atomically
