@@ -1,34 +1,56 @@
-"""Per-token (true, predicted) FFN masks [L, n] for decode steps t = 0, 1, ..., from an activation source.
+"""Per-token (true, predicted) FFN neuron sets for decode steps t = 0, 1, ..., from an activation source.
 
 The source (``sim.traces.source.ActivationSource``) gives ``masks(start, stop) -> bool [T, L, n]`` and, for
 the trained predictor, ``hidden(start, stop) -> mlp_in [T, L, d]``. Decode step t reads source token
-``offset + t``; tokens are fetched in blocks and predicted a block at a time (vectorised over tokens and
-layers). Predictor kinds:
+``offset + t``; tokens are fetched in blocks (and the trained predictor runs a block at a time, vectorised over
+tokens and layers). Predictor kinds:
 
 * ``oracle``       predicted = true (no predictor error, no predictor cost);
 * ``none``         every neuron predicted (dense FFN; without a source every neuron also counts as active);
 * ``trained``      a :class:`~sim.lif.predictor.LowRankPredictor` on the source's hidden states;
-* ``statistical``  a :class:`~sim.lif.statistical.StatisticalPredictor` drawing from its own Generator,
-                   re-created from ``seed`` by :meth:`MaskStream.reset`, so a dry run and the real run see
-                   identical predictions.
+* ``statistical``  a :class:`~sim.lif.statistical.StatisticalPredictor` drawing from its own Generator, made
+                   from ``seed``, so every run of the stream sees identical predictions.
+
+A step comes as :class:`TokenMasks`: the predicted set packed (:mod:`sim.lif.bits`) and the counts a policy
+reports. The first ``cache_tokens`` steps are kept: after :meth:`MaskStream.reset` (e.g. between a policy's dry
+run and its real run) they are replayed, not recomputed, and the steps after them continue the same stream.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from sim.lif import bits
 from sim.lif.predictor import LowRankPredictor
 from sim.lif.statistical import StatisticalPredictor
 
 PREDICTOR_KINDS = ("none", "oracle", "trained", "statistical")
 
 
+@dataclass(frozen=True, slots=True)
+class TokenMasks:
+    pred_bits: np.ndarray  # [L, nw] uint64 predicted neurons, packed
+    n_pred: np.ndarray  # [L] int64 predicted neurons per layer
+    n_true: int  # truly active neurons (all layers)
+    n_fn: int  # truly active neurons not predicted (false negatives)
+    n: int  # neurons per layer
+
+    @property
+    def pred(self) -> np.ndarray:
+        return bits.unpack_rows(self.pred_bits, self.n)  # [L, n] bool
+
+    def pred_flat(self) -> np.ndarray:
+        """[p] int64 sorted flat indices ``l * n + i`` of the predicted neurons."""
+        return bits.flat_indices(self.pred_bits, self.n)
+
+
 class MaskStream:
     def __init__(
         self, source: Any, kind: str, offset: int, predictor: Any = None, seed: int = 0, block: int = 64,
-        shape: tuple[int, int] | None = None,
+        shape: tuple[int, int] | None = None, cache_tokens: int = 0,
     ):  # fmt: skip
         if kind not in PREDICTOR_KINDS:
             raise ValueError(f"unknown predictor kind {kind!r}; known: {', '.join(PREDICTOR_KINDS)}")
@@ -40,25 +62,49 @@ class MaskStream:
         self.predictor, self.seed, self.block, self.shape = predictor, seed, block, shape
         if source is None and (kind != "none" or shape is None):
             raise ValueError(f"predictor kind {kind!r} needs an activation source (kind 'none' needs shape=)")
-        self.reset()
+        self.cache_tokens, self._cache = cache_tokens, []
+        self._restart()
 
-    def reset(self) -> None:
+    def _restart(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._start, self._true, self._pred = -1, None, None
+        self._next, self._made = 0, 0  # next step asked for, next step to compute
+
+    def reset(self) -> None:
+        """Start again at step 0: cached steps are replayed; if steps were computed past the cache, recompute."""
+        if self._made > len(self._cache):
+            self._cache.clear()
+            self._restart()
         self._next = 0
 
-    def token(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """(true [L, n], predicted [L, n]) of decode step t; steps must come in order (the RNG stream is ordered)."""
+    def token(self, t: int) -> TokenMasks:
+        """The masks of decode step t; steps must come in order (the RNG stream is ordered)."""
         if t != self._next:
             raise ValueError(f"mask stream expected decode step {self._next}, got {t} (call reset() to restart)")
         self._next += 1
+        if t < len(self._cache):
+            return self._cache[t]
+        out = self._compute(t)
+        self._made += 1
+        if t < self.cache_tokens:
+            self._cache.append(out)
+        return out
+
+    def _compute(self, t: int) -> TokenMasks:
         start = (t // self.block) * self.block
         if start != self._start:
             self._load_block(start)
-        true = self._true[t - start]
+        true = self._true[t - start]  # [L, n]
+        n_layers, n = true.shape
         if self.kind == "statistical":
-            return true, self.predictor.predict(true, self._rng)
-        return true, self._pred[t - start]
+            active = np.flatnonzero(true)  # [a] ascending
+            kept = self.predictor.keep_active(active, self._rng)
+            pred = np.concatenate([kept, self.predictor.false_positives(true, active, self._rng)])
+            pred_bits = bits.from_flat(pred, n_layers, n)
+            return TokenMasks(pred_bits, bits.row_counts(pred_bits), len(active), len(active) - len(kept), n)
+        pred_bits, true_bits = bits.pack_rows(self._pred[t - start]), bits.pack_rows(true)
+        n_fn = int(bits.row_counts(true_bits & ~pred_bits).sum())
+        return TokenMasks(pred_bits, bits.row_counts(pred_bits), int(bits.row_counts(true_bits).sum()), n_fn, n)
 
     def _load_block(self, start: int) -> None:
         if self.source is None:  # kind "none" without a trace: every neuron is active and predicted

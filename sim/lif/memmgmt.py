@@ -33,7 +33,7 @@ class MemStep:
 
 class NeuronMatrix:
     """Row order per layer, kept in flat views: ``slot_of`` [L * n] and ``neuron_at`` [L * cap] (``layer * width +
-    index``), so each step is a few gathers and scatters over the changed neurons (no [L, n] pass but the masks')."""
+    index``), so each step is a few gathers and scatters over the changed neurons (no [L, n] pass)."""
 
     def __init__(self, n_neurons: int, capacity_rows: np.ndarray, row_bytes: float):
         self.capacity = np.asarray(capacity_rows, dtype=np.int64)  # [L]
@@ -57,66 +57,79 @@ class NeuronMatrix:
         return self.slot_of >= 0  # [L, n]
 
     def step(self, insert: np.ndarray, evict: np.ndarray, new: np.ndarray | None = None) -> MemStep:
-        """Delete neurons evict [L, n] (resident), then append insert [L, n] (not resident after deletion).
+        """Delete neurons evict [L, n] bool (resident), then append insert [L, n] bool (not resident after deletion).
 
         ``new``: ``np.flatnonzero(insert)`` if the caller already has it (saves a scan of the mask)."""
-        gone = np.flatnonzero(evict)  # [d] flat layer * n + neuron, ascending (row-major)
-        absent = self._slot.take(gone) < 0
-        if absent.any():
-            layer, neuron = divmod(int(gone[np.argmax(absent)]), self.n)  # the first offending, row-major
+        return self.step_flat(np.flatnonzero(insert) if new is None else new, np.flatnonzero(evict))
+
+    def step_flat(self, new: np.ndarray, gone: np.ndarray) -> MemStep:
+        """As :meth:`step` with flat indices ``layer * n + neuron``: delete ``gone`` [d], then append ``new`` [a]
+        (both distinct and ascending)."""
+        slot = self._slot.take(gone)  # [d]
+        if len(gone) and slot.min() < 0:
+            layer, neuron = divmod(int(gone[np.argmax(slot < 0)]), self.n)  # the first offending, row-major
             raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
-        moves = self._delete(gone, evict.reshape(-1))
-        new = np.flatnonzero(insert) if new is None else new  # [a]
+        moves = self._delete(gone, slot, self._per_layer(gone))
         present = self._slot.take(new) >= 0
         if present.any():
             layer, neuron = divmod(int(new[np.argmax(present)]), self.n)
             raise ValueError(f"layer {layer}: cannot insert neuron {neuron}: it is already resident")
-        appended = self._append(new)
+        appended = self._append(new, self._per_layer(new))
         return MemStep(moves, moves * self.row_bytes, appended * self.row_bytes, self.n_rows.copy())
 
-    def _delete(self, gone: np.ndarray, evict: np.ndarray) -> np.ndarray:
-        """Delete the neurons at flat indices ``gone`` [d] (ascending); evict [L * n] is the same set as a mask.
+    def _per_layer(self, flat: np.ndarray) -> np.ndarray:
+        """[L] int64 entries of the ascending flat indices in each layer."""
+        return np.diff(np.searchsorted(flat, np.arange(len(self.n_rows) + 1) * self.n))
+
+    def _delete(self, gone: np.ndarray, slot: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Delete the neurons at flat indices ``gone`` [d] (ascending) whose rows are ``slot`` [d]; count [L] of
+        them per layer.
 
         Work is O(d): only the deleted rows and the d_l rows of each layer's tail [new_n, n_rows) are touched.
         Holes (deleted rows below the new end, ascending) are filled by the tail's surviving rows, last first.
         """
         n_layers, width = len(self.n_rows), self.width
-        layer = gone // self.n  # [d]
-        count = np.bincount(layer, minlength=n_layers)  # [L] rows deleted per layer
+        layers = np.arange(n_layers)
         new_n = self.n_rows - count  # [L]
-        slot = self._slot.take(gone)  # [d]
-        below = slot < new_n[layer]  # [d] holes; the other deleted rows are in the tail
-        holes = np.zeros(n_layers * width, bool)  # [L * cap]: ordering the holes by a mask beats a sort
-        holes[layer[below] * width + slot[below]] = True
-        hole = np.flatnonzero(holes)  # [h] ascending slot within each layer
-        hole_l, hole_s = np.divmod(hole, width)
-        tail_l = np.repeat(np.arange(n_layers), count)  # [d] the tail rows, last row first within each layer
-        tail = tail_l * width + self.n_rows[tail_l] - 1 - (np.arange(len(tail_l)) - (np.cumsum(count) - count)[tail_l])
-        tail_neuron = self._neuron.take(tail)  # [d]
-        survives = ~evict.take(tail_l * self.n + tail_neuron)  # [d] tail rows that are not deleted: the movers
-        moved = tail_l[survives] * self.n + tail_neuron[survives]  # [h] flat neuron of each mover
+        below = slot < np.repeat(new_n, count)  # [d] holes; the other deleted rows are in the tail
+        hole_l, hole_s = _by_layer_then_slot(np.compress(below, np.repeat(layers, count)), np.compress(below, slot))
         self._slot[gone] = -1
-        self._neuron[hole] = tail_neuron[survives]  # per layer as many movers as holes, paired in these orders
-        self._slot[moved] = hole_s
+        tail_l = np.repeat(layers, count)  # [d] the tail rows, last row first within each layer
+        tail = np.repeat(layers * width + self.n_rows - 1 + np.cumsum(count) - count, count) - np.arange(len(gone))
+        tail_neuron = self._neuron.take(tail)  # [d]
+        tail_flat = tail_l * self.n + tail_neuron  # [d]
+        survives = self._slot.take(tail_flat) >= 0  # [d] tail rows not deleted: the movers, per layer one per hole
+        self._neuron[hole_l * width + hole_s] = np.compress(survives, tail_neuron)  # holes ascending, movers last first
+        self._slot[np.compress(survives, tail_flat)] = hole_s
         self._neuron[tail] = -1
         self.n_rows = new_n
         return np.bincount(hole_l, minlength=n_layers).astype(np.int64)
 
-    def _append(self, new: np.ndarray) -> np.ndarray:
-        """Append the neurons at flat indices ``new`` (ascending) at the end of their layers' rows."""
-        layer, neuron = np.divmod(new, self.n)  # [a]
-        count = np.bincount(layer, minlength=len(self.n_rows)).astype(np.int64)  # [L]
+    def _append(self, new: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Append the neurons at flat indices ``new`` (ascending; count [L] per layer) at the end of their layers."""
+        n_layers = len(self.n_rows)
         over = np.flatnonzero(self.n_rows + count > self.capacity)
         if len(over):
             lay = int(over[0])
             need = int(self.n_rows[lay] + count[lay])
             raise ValueError(f"layer {lay}: {need} resident neurons exceed the preallocated {self.capacity[lay]} rows")
         first = np.cumsum(count) - count  # [L] index of each layer's first insert
-        slot = self.n_rows[layer] + np.arange(len(layer)) - first[layer]  # [a]
-        self._neuron[layer * self.width + slot] = neuron
+        slot = np.arange(len(new)) + np.repeat(self.n_rows - first, count)  # [a]
+        layers = np.arange(n_layers)
+        self._neuron[slot + np.repeat(layers * self.width, count)] = new - np.repeat(layers * self.n, count)
         self._slot[new] = slot
         self.n_rows = self.n_rows + count
-        return count
+        return count.astype(np.int64)
+
+
+def _by_layer_then_slot(layer: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(layer, slot) pairs [h] sorted by layer, then slot: two stable radix passes (16-bit keys) when they fit."""
+    if len(slot) and max(int(slot.max()), int(layer.max())) < 1 << 16:
+        order = np.argsort(slot.astype(np.uint16), kind="stable")  # numpy sorts 16-bit keys by radix
+        order = order.take(np.argsort(layer.take(order).astype(np.uint16), kind="stable"))
+    else:
+        order = np.lexsort((slot, layer))
+    return layer.take(order), slot.take(order)
 
 
 def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:

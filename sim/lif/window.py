@@ -1,16 +1,19 @@
 """Sliding-window neuron cache (LLM in a Flash §3.1): DRAM holds the union of the last k tokens' neurons.
 
-State: a ring buffer of the last k stored masks ``[k, L, n]`` and a per-neuron count ``uint16 [L, n]`` of how
-many of them hold the neuron, so one step is O(L·n) vectorised whatever k is. A step with predicted mask P::
+State: a ring buffer of the last k stored sets as packed bits ``[k, L, nw]`` (:mod:`sim.lif.bits`, 64 neurons
+per word) and their union. A step with predicted set P (and extra neurons X)::
 
-    resident_before = count > 0
-    load   = (P | extra) & ~resident_before        # only neurons not yet in DRAM are read
-    push P | extra, drop the mask of k tokens ago
-    resident_after  = count > 0                    # union of the last k stored masks
+    resident_before = union of the ring
+    load   = (P | X) & ~resident_before        # only neurons not yet in DRAM are read
+    push P | X, drop the set of k tokens ago
+    resident_after  = union of the ring        # union of the last k stored sets
     evict  = resident_before & ~resident_after
 
 ``extra`` are neurons that arrive without being predicted (a co-activation bundle's friends); they are kept like
-predicted ones. A neuron is resident after step t iff it was stored at one of steps t-k+1 .. t.
+predicted ones. A neuron is resident after step t iff it was stored at one of steps t-k+1 .. t. One step is
+``k + 4`` passes over ``L * n / 64`` words; the sets come back packed (:class:`WindowStep`), with
+``load_flat()`` / ``evict_flat()`` giving sorted flat indices ``l * n + i`` and ``load`` / ``evict`` /
+``resident`` bool masks [L, n] on demand.
 """
 
 from __future__ import annotations
@@ -19,14 +22,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.lif import bits
+from sim.lif.bits import flat_indices, n_words, pack_rows, unpack_rows
+
 MAX_K = np.iinfo(np.uint16).max
 
 
 @dataclass(frozen=True, slots=True)
 class WindowStep:
-    load: np.ndarray  # [L, n] bool: newly resident (to read from flash)
-    evict: np.ndarray  # [L, n] bool: leave DRAM this step
-    resident: np.ndarray  # [L, n] bool: resident after the step
+    load_bits: np.ndarray  # [L, nw] uint64: newly resident (to read from flash)
+    evict_bits: np.ndarray  # [L, nw] uint64: leave DRAM this step
+    resident_bits: np.ndarray  # [L, nw] uint64: resident after the step
+    n: int  # neurons per layer
+
+    @property
+    def load(self) -> np.ndarray:
+        return unpack_rows(self.load_bits, self.n)  # [L, n] bool
+
+    @property
+    def evict(self) -> np.ndarray:
+        return unpack_rows(self.evict_bits, self.n)  # [L, n] bool
+
+    @property
+    def resident(self) -> np.ndarray:
+        return unpack_rows(self.resident_bits, self.n)  # [L, n] bool
+
+    def load_flat(self) -> np.ndarray:
+        """[N] int64 sorted flat indices ``l * n + i`` of the loaded neurons."""
+        return flat_indices(self.load_bits, self.n)
+
+    def evict_flat(self) -> np.ndarray:
+        return flat_indices(self.evict_bits, self.n)
+
+    def resident_counts(self) -> np.ndarray:
+        """[L] int64 neurons resident after the step."""
+        return bits.row_counts(self.resident_bits)
 
 
 class SlidingWindow:
@@ -34,35 +64,48 @@ class SlidingWindow:
         if not 1 <= k <= MAX_K:
             raise ValueError(f"window k must be in 1..{MAX_K} (got {k})")
         self.k, self.shape = k, (n_layers, n_neurons)
-        self._ring = np.zeros((k, n_layers, n_neurons), bool)  # last k stored masks
-        self._count = np.zeros((n_layers, n_neurons), np.uint16)  # how many ring masks hold each neuron
-        self._pos = 0  # ring slot the next step overwrites (the oldest mask)
-        self._resident = np.zeros((n_layers, n_neurons), bool)  # count > 0, kept by step()
+        self._ring = np.zeros((k, n_layers, n_words(n_neurons)), np.uint64)  # last k stored sets
+        self._pos = 0  # ring slot the next step overwrites (the oldest set)
+        self._resident = np.zeros((n_layers, n_words(n_neurons)), np.uint64)  # union of the ring
 
     @property
     def resident(self) -> np.ndarray:
-        """[L, n] bool: neurons in DRAM now (read-only view)."""
+        """[L, n] bool: neurons in DRAM now (a fresh array)."""
+        return unpack_rows(self._resident, self.shape[1])
+
+    @property
+    def resident_bits(self) -> np.ndarray:
+        """[L, nw] uint64: neurons in DRAM now (read-only view)."""
         view = self._resident.view()
         view.flags.writeable = False
         return view
 
     def missing(self, pred: np.ndarray) -> np.ndarray:
         """[L, n] bool: predicted neurons not resident (what a step would have to read)."""
-        return pred & ~self._resident
+        return unpack_rows(self.missing_bits(self._pack(pred)), self.shape[1])
+
+    def missing_bits(self, pred_bits: np.ndarray) -> np.ndarray:
+        return pred_bits & ~self._resident
 
     def step(self, pred: np.ndarray, extra: np.ndarray | None = None) -> WindowStep:
-        """Advance one token with predicted mask pred [L, n] (and extra neurons that arrived with it)."""
-        if pred.shape != self.shape:
-            raise ValueError(f"predicted mask has shape {pred.shape}, expected {self.shape}")
-        stored = pred if extra is None else pred | extra  # [L, n]
+        """Advance one token with predicted mask pred [L, n] bool (and extra neurons that arrived with it)."""
+        return self.step_bits(self._pack(pred), None if extra is None else self._pack(extra))
+
+    def step_bits(self, pred_bits: np.ndarray, extra_bits: np.ndarray | None = None) -> WindowStep:
+        """As :meth:`step` with packed sets [L, nw] uint64."""
+        if pred_bits.shape != self._resident.shape:
+            raise ValueError(f"predicted set has {pred_bits.shape} words, expected {self._resident.shape}")
+        stored = pred_bits if extra_bits is None else pred_bits | extra_bits  # [L, nw]
         before = self._resident
-        oldest = self._ring[self._pos]  # [L, n]
-        self._count -= oldest  # bool -> 0/1; never underflows: oldest was counted when pushed
-        self._count += stored
         self._ring[self._pos] = stored
         self._pos = (self._pos + 1) % self.k
-        after = self._resident = self._count > 0
-        return WindowStep(load=stored & ~before, evict=before & ~after, resident=after)
+        after = self._resident = np.bitwise_or.reduce(self._ring, axis=0) if self.k > 1 else stored.copy()
+        return WindowStep(load_bits=stored & ~before, evict_bits=before & ~after, resident_bits=after, n=self.shape[1])
+
+    def _pack(self, mask: np.ndarray) -> np.ndarray:
+        if mask.shape != self.shape:
+            raise ValueError(f"predicted mask has shape {mask.shape}, expected {self.shape}")
+        return pack_rows(mask)
 
 
 def row_counts(mask: np.ndarray) -> np.ndarray:

@@ -32,11 +32,12 @@ from sim.devices.processor import Op
 from sim.engine.plan import LayerPlan
 from sim.errors import CapacityError, ConfigError
 from sim.layout import BaseLayout, build_layout
-from sim.lif.masks import MaskStream
+from sim.lif import bits
+from sim.lif.masks import MaskStream, TokenMasks
 from sim.lif.memmgmt import NeuronMatrix
 from sim.lif.predictor import LowRankPredictor, TrainConfig
 from sim.lif.statistical import StatisticalPredictor
-from sim.lif.window import SlidingWindow, row_counts
+from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
 from sim.policies.base import RunContext
 from sim.policies.ops import attention_ops, ffn_ops, lm_head_ops
@@ -110,23 +111,24 @@ class LlmInFlash:
         cfg, src = self.config, ctx.activations
         seed = int(ctx.rng.integers(2**62))
         shape = (self.n_layers, self.n)
+        cache = cfg.capacity_tokens if cfg.window_k > 0 else 0  # the dry run's steps, replayed by the real run
         if cfg.predictor == "trained" and cfg.predictor_path is not None:
             self.predictor = self._load_predictor(ctx)
             self.ranks = self.predictor.ranks
-            return MaskStream(src, "trained", 0, self.predictor, shape=shape)
+            return MaskStream(src, "trained", 0, self.predictor, shape=shape, cache_tokens=cache)
         if cfg.predictor == "trained":
             self.predictor = self._train(src, np.random.default_rng(seed))
             self.ranks = self.predictor.ranks
-            return MaskStream(src, "trained", cfg.train_tokens, self.predictor, shape=shape)
+            return MaskStream(src, "trained", cfg.train_tokens, self.predictor, shape=shape, cache_tokens=cache)
         if cfg.predictor == "statistical":
             weights = None
             if cfg.fp_weighting == "frequency":
                 n_freq = min(cfg.capacity_tokens, src.n_tokens)
                 weights = np.asarray(src.masks(0, n_freq), bool).mean(axis=0, dtype=np.float32) + 1e-3  # [L, n]
             self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
-            return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape)
+            return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, cache_tokens=cache)
         self.predictor = None
-        return MaskStream(src, cfg.predictor, 0, shape=shape)
+        return MaskStream(src, cfg.predictor, 0, shape=shape, cache_tokens=cache)
 
     def _train(self, src, rng: np.random.Generator) -> LowRankPredictor:
         cfg, n = self.config, self.config.train_tokens
@@ -159,13 +161,14 @@ class LlmInFlash:
         return build_layout(name, ctx.model, ctx.dtype, masks=masks)
 
     def _dry_run(self) -> np.ndarray:
-        """[L] peak resident neurons over the first capacity_tokens steps (same predictions as the run)."""
+        """[L] peak resident neurons over the first capacity_tokens steps (same predictions as the run, which
+        replays them from the stream's cache)."""
         window = SlidingWindow(self.n_layers, self.n, self.config.window_k)
         peak = np.zeros(self.n_layers, np.int64)
         for t in range(self.config.capacity_tokens):  # one vectorised step per token
-            _, pred = self.stream.token(t)
-            step = window.step(pred, self._friends_of(window.missing(pred)))
-            peak = np.maximum(peak, row_counts(step.resident))
+            pred = self.stream.token(t).pred_bits
+            step = window.step_bits(pred, self._friends_of(window, pred))
+            peak = np.maximum(peak, step.resident_counts())
         self.stream.reset()
         return peak
 
@@ -179,22 +182,23 @@ class LlmInFlash:
             dram.allocate("ffn_window", self.matrix.allocated_bytes)
 
     # ---- per token --------------------------------------------------------------------------------------
-    def _friends_of(self, needed: np.ndarray) -> np.ndarray | None:
-        """Co-activation: the friends that arrive with the needed neurons' bundles, [L, n] bool (else None)."""
+    def _friends_of(self, window: SlidingWindow, pred_bits: np.ndarray, needed: np.ndarray | None = None):
+        """Co-activation: the friends that arrive with the bundles of the predicted neurons missing from the window,
+        packed [L, nw] (else None). ``needed``: those neurons' sorted flat indices if the caller has them."""
         if self.config.bundling != "coactivation":
             return None
-        layer, neuron = np.nonzero(needed)
-        extra = np.zeros_like(needed)
-        extra[layer, self.layout.friends[layer, neuron]] = True
-        return extra
+        if needed is None:
+            needed = bits.flat_indices(window.missing_bits(pred_bits), self.n)
+        layer, neuron = np.divmod(needed, self.n)
+        return bits.from_flat(layer * self.n + self.layout.friends[layer, neuron], self.n_layers, self.n)
 
     def plan_token(self, t: int) -> list[LayerPlan]:
-        true, pred = self.stream.token(t)
+        tok = self.stream.token(t)
         if self.reuse:
-            needed, copied, n_ffn = self._window_step(t, true, pred)
+            needed, copied, n_ffn = self._window_step(t, tok)
         else:  # every predicted neuron is read, computed from the buffer it lands in, and dropped
-            needed, copied, n_ffn = np.flatnonzero(pred), np.zeros(self.n_layers), row_counts(pred)
-            self._record(true, pred, len(needed), len(needed), None, copied)
+            needed, copied, n_ffn = tok.pred_flat(), np.zeros(self.n_layers), tok.n_pred
+            self._record(tok, len(needed), len(needed), None, copied)
         extents = self.layout.neuron_extents_all(needed)  # one pass for all layers, layer-major
         ctx = self.ctx
         attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
@@ -203,28 +207,27 @@ class LlmInFlash:
             self._layer_plan(l, extents[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
         ]
 
-    def _window_step(self, t: int, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _window_step(self, t: int, tok: TokenMasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Window + memory management: (flat indices ``l * n + i`` of the neurons to read [N] ascending, bytes
         copied [L], FFN neurons computed [L])."""
-        if self.config.bundling == "coactivation":
-            needed = self.window.missing(pred)  # [L, n] to read; their bundles bring friends that are stored too
-            step = self.window.step(pred, self._friends_of(needed))
+        if self.config.bundling == "coactivation":  # what is read: the missing predicted neurons; their bundles
+            needed = bits.flat_indices(self.window.missing_bits(tok.pred_bits), self.n)  # bring friends, stored too
+            step = self.window.step_bits(tok.pred_bits, self._friends_of(self.window, tok.pred_bits, needed))
+            load = step.load_flat()
         else:  # what is read is exactly what the window loads
-            step = self.window.step(pred)
-            needed = step.load
-        flat = np.flatnonzero(needed)  # [N] one scan, shared by the matrix and the plans
+            step = self.window.step_bits(tok.pred_bits)
+            needed = load = step.load_flat()  # [N] one extraction, shared by the matrix and the plans
         try:
-            mem = self.matrix.step(step.load, step.evict, new=flat if needed is step.load else None)
+            mem = self.matrix.step_flat(load, step.evict_flat())
         except ValueError as err:
             raise CapacityError(f"llm_in_flash: {err} (raise policy.capacity_tokens above {t})") from None
         self.ctx.devices.memories["dram"].occupy("ffn_window", float(mem.n_rows.sum()) * self.neuron_bytes)
         copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
         if self.config.memmgmt_appends:
             copied = copied + mem.appended_bytes
-        n_ffn = row_counts(pred) if self.config.ffn_compute == "active" else mem.n_rows  # [L]
-        n_loaded = len(flat) if needed is step.load else int(np.count_nonzero(step.load))
-        self._record(true, pred, len(flat), n_loaded, mem, copied)
-        return flat, copied, n_ffn
+        n_ffn = tok.n_pred if self.config.ffn_compute == "active" else mem.n_rows  # [L]
+        self._record(tok, len(needed), len(load), mem, copied)
+        return needed, copied, n_ffn
 
     def _layer_static_ops(self, ctx: RunContext) -> list[tuple[tuple[Op, ...], tuple[Op, ...]]]:
         """Per layer, the ops that do not change between tokens: (before the FFN, after it)."""
@@ -257,15 +260,14 @@ class LlmInFlash:
             processor=ctx.processor,
         )
 
-    def _record(self, true, pred, n_read: int, n_loaded: int, mem, copied) -> None:
-        n_true = float(np.count_nonzero(true))
+    def _record(self, tok: TokenMasks, n_read: int, n_loaded: int, mem, copied) -> None:
         self._stats = {
-            "neurons_true": n_true,
-            "neurons_predicted": float(np.count_nonzero(pred)),
+            "neurons_true": float(tok.n_true),
+            "neurons_predicted": float(tok.n_pred.sum()),
             "neurons_read": float(n_read),
             "neurons_loaded": float(n_loaded),
             "neurons_resident": float(mem.n_rows.sum()) if mem is not None else 0.0,
-            "predictor_fn": float(np.count_nonzero(true & ~pred)) / n_true if n_true else 0.0,
+            "predictor_fn": tok.n_fn / tok.n_true if tok.n_true else 0.0,
             "memmgmt_rows_moved": float(mem.moves.sum()) if mem is not None else 0.0,
             "memmgmt_bytes": float(copied.sum()),
         }
