@@ -290,3 +290,25 @@ def test_a_concurrent_reader_makes_auto_fall_back_to_events(stop_s):
         assert atomic[3] == events[3]  # every token fell back
     else:
         assert atomic[3] < events[3] - 20  # the tokens after the reader stopped ran atomically
+
+
+@pytest.mark.parametrize("shape", ["sorted", "with-empty", "unsorted-overlapping"])
+@pytest.mark.parametrize("merge", [True, False])
+def test_pricing_neuron_batches_at_once_gives_the_floats_of_pricing_each(shape, merge):
+    """Flash.price's fast paths (no mask, no sort, no running maximum) on batches shaped like a policy's neuron
+    reads: 32 layers of a few hundred bundles, some adjacent (they merge), at every queue-depth regime."""
+    rng = np.random.default_rng(5)
+    flash = machine(simpy.Environment(), Recorder(), "100 us", "0 s", 1e9).flash
+    bundle = 16384
+    batches = []
+    for layer in range(32):
+        n = int(rng.integers(1, 600)) if layer % 8 else int(rng.integers(1, 8))  # some below max queue depth
+        neurons = np.sort(rng.choice(16384, n, replace=False))
+        ext = np.stack([layer * (1 << 30) + neurons * bundle, np.full(n, bundle)], axis=1).astype(np.int64)
+        if shape == "with-empty" and layer % 5 == 0:
+            ext[n // 2, 1] = 0
+        if shape == "unsorted-overlapping" and layer % 3 == 0:  # shifted copies, and long reads containing others
+            extra = np.concatenate([ext[: n // 2] + [bundle // 2, 0], ext[::7] * [1, 0] + [0, 5 * bundle]])
+            ext = np.concatenate([ext, extra])[rng.permutation(n + extra.shape[0])]
+        batches.append(ext)
+    assert flash.price(batches, merge) == [flash._transfer(b, None, merge) for b in batches]

@@ -67,29 +67,37 @@ def _merge_many(ext: np.ndarray, seg: np.ndarray, merge: bool) -> tuple[np.ndarr
 
     Per batch the lengths equal ``_merge(batch)[1]`` (``merge``) or ``_unmerged(batch)``: batch b's offsets are
     shifted by b * span (span > every end), so one stable sort and one running maximum serve all batches and
-    no request can reach across a batch boundary."""
+    no request can reach across a batch boundary. Fast paths with the same integers: no 2-D boolean mask when no
+    extent is empty, no sort when the extents are in order, and no running maximum when they are also disjoint
+    (then every end is its own running maximum)."""
     if ext.size and ext.min() < 0:
         raise ValueError("extents: offsets and lengths must be >= 0")
-    keep = ext[:, 1] > 0  # [N] empty extents are dropped
-    ext, seg = ext[keep], seg[keep]
-    if not merge or ext.shape[0] == 0:
-        return ext[:, 1], seg
-    span = int((ext[:, 0] + ext[:, 1]).max()) + 1
-    key = ext[:, 0] + seg * span  # [N] batch-major offsets
-    if (key[1:] >= key[:-1]).all():  # already in order (a policy's neuron extents): skip the sort
-        start, length = key, ext[:, 1]
-    else:
-        order = np.argsort(key, kind="stable")  # [N]
-        start, length, seg = key.take(order), ext[:, 1].take(order), seg.take(order)
-    reach = np.maximum.accumulate(start + length)  # [N] furthest end covered so far
-    new = np.empty(start.size, dtype=bool)
-    new[0] = True
-    np.greater(start[1:], reach[:-1], out=new[1:])  # a gap (or a new batch) starts a new request
-    first = np.flatnonzero(new)  # [M]
-    end = np.empty(first.size, dtype=np.int64)
-    end[:-1] = reach[first[1:] - 1]
-    end[-1] = reach[-1]
-    return end - start[first], seg.take(first)
+    off, length = ext[:, 0], ext[:, 1]  # [N] views
+    if not (length > 0).all():  # empty extents are dropped (1-D masks: a 2-D boolean index is far slower)
+        keep = length > 0
+        off, length, seg = off[keep], length[keep], seg[keep]
+    if not merge or off.size == 0:
+        return length, seg
+    end = off + length  # [N]
+    shift = seg * (int(end.max()) + 1)  # [N] batch-major offsets (in place below: fresh arrays cost page faults)
+    end += shift
+    start = np.add(off, shift, out=shift)  # [N]
+    if not (start[1:] >= start[:-1]).all():  # a policy's neuron extents are already in order: no sort
+        order = np.argsort(start, kind="stable")  # [N]
+        start, end, seg = start.take(order), end.take(order), seg.take(order)
+    disjoint = (start[1:] >= end[:-1]).all()
+    reach = end if disjoint else np.maximum.accumulate(end)  # [N] furthest end covered so far
+    first = np.empty(start.size, dtype=bool)  # [N] starts a request
+    first[0] = True
+    np.greater(start[1:], reach[:-1], out=first[1:])  # a gap (or a new batch) starts a new request
+    if first.all():  # nothing merges
+        return end - start, seg
+    last = np.empty_like(first)  # [N] the extent before a request's first ends the previous one
+    last[:-1] = first[1:]
+    last[-1] = True
+    lengths = reach[last]  # [M]
+    lengths -= start[first]
+    return lengths, seg[first]
 
 
 def _unmerged(ext: np.ndarray) -> np.ndarray:
@@ -199,21 +207,25 @@ class Flash:
         sizes = np.fromiter((b.shape[0] for b in batches), np.int64, len(batches))  # [B]
         ext = np.concatenate(batches).reshape(-1, 2).astype(np.int64, copy=False)  # [N, 2]
         lengths, seg = _merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
-        counts = np.bincount(seg, minlength=len(batches))  # [B] requests per batch
-        bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()  # [B + 1]
+        counts = np.bincount(seg, minlength=len(batches)).tolist()  # [B] requests per batch
+        bounds = np.zeros(len(batches) + 1, dtype=np.int64)  # [B + 1] first request of each batch
+        np.cumsum(counts, out=bounds[1:])
+        total = np.zeros(lengths.size + 1, dtype=np.int64)  # [M + 1] bytes before each request
+        np.cumsum(lengths, out=total[1:])
+        nbytes = (total[bounds[1:]] - total[bounds[:-1]]).tolist()  # [B] exact: the float sum of integers < 2^53
+        bounds = bounds.tolist()
         lengths = lengths.astype(float)
         qd_max = self.spec.max_queue_depth
         if lengths.size:  # [M] seconds of each request at full queue depth (elementwise: as batch by batch)
             secs = lengths / self._throughput(lengths, float(qd_max))
         out = []
-        for b, n in enumerate(counts.tolist()):
-            lo, hi = bounds[b], bounds[b + 1]
+        for b, n in enumerate(counts):
             if n == 0:
                 out.append((0.0, 0, 0.0))
                 continue
-            part = lengths[lo:hi]
-            s = secs[lo:hi] if n >= qd_max else part / self._throughput(part, float(n))  # qd = min(max_qd, n)
-            out.append((float(np.sum(s)), n, float(part.sum())))
+            lo, hi = bounds[b], bounds[b + 1]
+            s = secs[lo:hi] if n >= qd_max else lengths[lo:hi] / self._throughput(lengths[lo:hi], float(n))
+            out.append((float(s.sum()), n, float(nbytes[b])))  # s.sum() is np.sum(s): one pairwise sum per batch
         return out
 
     def read_priced(self, priced: tuple[float, int, float], tag: str = "read") -> simpy.Event:

@@ -78,6 +78,6 @@ class Processor:
         self.busy_until = end_s
         self.busy_s += compute_s
         self.n_kernels += len(ops)
-        if self.recorder is not None:
+        if self.recorder is not None and self.recorder.enabled:  # (the bytes are summed only for a span)
             self.recorder.span(self.name, tag, start_s, end_s, float(sum(op.nbytes for op in ops)))
         return compute_s, end_s
