@@ -22,6 +22,7 @@ import sim.engine.simulate as simulate
 from sim.config.experiment import load_experiment
 from sim.config.hardware import FlashSpec, LinkSpec, MemorySpec, ProcessorSpec
 from sim.devices import Devices, FairShare, Flash, Link, Memory, Op, Processor, build_devices
+from sim.engine.atomic import delay_to
 from sim.engine.decode import run_token
 from sim.engine.plan import LayerPlan, Transfer
 from sim.stats.recorder import Recorder
@@ -312,3 +313,26 @@ def test_pricing_neuron_batches_at_once_gives_the_floats_of_pricing_each(shape, 
             ext = np.concatenate([ext, extra])[rng.permutation(n + extra.shape[0])]
         batches.append(ext)
     assert flash.price(batches, merge) == [flash._transfer(b, None, merge) for b in batches]
+
+
+def test_fair_share_run_alone_books_what_submit_and_completion_do_and_refuses_a_busy_server():
+    booked, served = (FairShare(simpy.Environment(), "x") for _ in range(2))
+    env = served.env
+    for start_s, work_s in [(0.0, 0.3), (0.45, 0.0), (1.0, 1 / 3), (2.7, 1e-9)]:
+        env.timeout(start_s).callbacks.append(lambda _, w=work_s: served.submit(w))
+        assert booked.run_alone(start_s, work_s) == FairShare.end_alone_s(start_s, work_s)
+    env.run()
+    assert vars(booked) | {"env": None} == vars(served) | {"env": None}
+    served.submit(1.0)
+    with pytest.raises(RuntimeError, match=r"x: run_alone\(start_s=3.0\) needs an idle server"):
+        served.run_alone(3.0, 1.0)
+
+
+def test_delay_to_lands_exactly_on_the_end_time():
+    rng = np.random.default_rng(11)
+    env = simpy.Environment()
+    spans_s = rng.uniform(0, 1, 2000) * 10.0 ** rng.integers(-12, 3, 2000)
+    for now, span in zip(rng.uniform(0, 1e3, 2000), spans_s, strict=True):
+        env._now = float(now)  # the clock of a running simulation
+        end_s = float(now + span)
+        assert env.now + delay_to(env, end_s) == end_s
