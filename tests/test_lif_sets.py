@@ -199,3 +199,31 @@ def test_statistical_predictor_depends_only_on_its_generator():
     a = _draws(pred, true, 3, seed=7)
     b = _draws(StatisticalPredictor(0.95, 0.07, weights), true, 3, seed=7)
     assert (a == b).all() and not (a[0] == a[1]).all()
+
+
+# ---- projection calibration: np.quantile's numbers from the top values only ------------------------------
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 12345])
+def test_linear_quantile_pieces_reproduce_np_quantile(size):
+    from sim.traces.projection import _lerp, _linear_quantile_index
+
+    x = np.random.default_rng(size).random(size).astype(np.float32)
+    xs = np.sort(x)
+    for q in [0.0, 0.03, 0.5, 0.7, 0.9671, 0.999, 1.0, *np.random.default_rng(1).random(20)]:
+        prev, upper, gamma = _linear_quantile_index(size, np.float64(q))
+        assert _lerp(xs[prev], xs[upper], gamma) == np.quantile(x, np.float64(q))
+
+
+def test_projection_thresholds_are_np_quantile_of_the_projected_values():
+    from pathlib import Path
+
+    from sim.traces.projection import ProjectedSource, opt_6_7b_density
+    from sim.traces.source import TraceSource
+
+    trace = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
+    base = TraceSource(trace, "dense", 1)
+    for sigma, layers, d_ff in [(0.25, 5, 4096), (0.0, 3, 1000), (0.6, 2, 3000)]:
+        proj = ProjectedSource(base, layers, d_ff, opt_6_7b_density(layers), np.random.default_rng(layers),
+                               gain_sigma=sigma, calib_tokens=48)  # fmt: skip
+        values = base.values(0, 48)
+        want = [np.quantile(proj._projected(values, l), 1.0 - proj.density[l]) for l in range(layers)]
+        assert proj.thresholds.tolist() == want

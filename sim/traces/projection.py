@@ -80,6 +80,8 @@ class ProjectedSource:
         reps = -(-d_ff // base.d_ff)
         self.neurons = np.concatenate([rng.permutation(base.d_ff) for _ in range(reps)])[:d_ff]  # [F']
         self.gain = np.exp(gain_sigma * rng.standard_normal(d_ff)).astype(np.float32)  # [F']
+        self._src_order = np.argsort(self.neurons, kind="stable")  # [F'] target neurons grouped by source neuron
+        self._src_start = np.searchsorted(self.neurons[self._src_order], np.arange(base.d_ff))  # [F]
         self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
         self._cthr = self._code_thresholds()  # [L', F'] or None
         # flat index layer * F + neuron of each target neuron's source value in one token [L' * F'] (one gather)
@@ -90,8 +92,56 @@ class ProjectedSource:
         return values[:, self.layers[l]][:, self.neurons] * self.gain
 
     def _calibrate(self, n: int) -> np.ndarray:
+        """[L'] theta_l' = np.quantile(projected magnitudes of layer l' over n tokens, 1 - density[l'])."""
+        if self.base.reader.encoding("ffn_act").kind == "log8":  # same numbers from the codes' top values
+            codes = self.base.reader.read("ffn_act", 0, n, decoded=False)  # uint8 [n, L, F]
+            table = log8_table(**self.base.reader.encoding("ffn_act").params)
+            return np.array([self._top_quantile(codes[:, self.layers[l]], table, l) for l in range(self.n_layers)])
         values = self.base.values(0, n)  # [n, L, F]
         return np.array([np.quantile(self._projected(values, l), 1.0 - self.density[l]) for l in range(self.n_layers)])
+
+    def _top_quantile(self, codes: np.ndarray, table: np.ndarray, l: int) -> float:
+        """np.quantile(table[codes][:, neurons] * gain, 1 - density[l]) from the few largest values only.
+
+        codes [n, F] uint8 of the source layer. The quantile needs the order statistics around index
+        k = (N - 1) q of the N = n * F' values; they are among the top N - k, which all lie at or above a bound
+        x0 read off the codes' histogram, so only entries that can reach x0 are expanded to target neurons."""
+        n_tok, n_src = codes.shape
+        q, size = 1.0 - self.density[l], n_tok * self.d_ff
+        prev, upper, gamma = _linear_quantile_index(size, q)
+        need = size - prev  # values at ranks prev .. size - 1 (ascending)
+        if need > size // 4:  # dense layers: the plain quantile is as cheap
+            return float(np.quantile(table[codes][:, self.neurons] * self.gain, q))
+        hist = np.bincount((np.arange(n_src) * 256 + codes).reshape(-1), minlength=n_src * 256).reshape(n_src, 256)
+        at_least = np.zeros((n_src, 257), np.int64)  # [F, 257] tokens with code >= c per source neuron (c = 256: 0)
+        at_least[:, :256] = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
+        copies = np.bincount(self.neurons, minlength=n_src)  # [F] target neurons per source neuron
+        c_star = int(np.flatnonzero(copies @ at_least[:, :256] >= need)[-1])  # >= need entries have code >= c*
+        lo, hi = float(table[c_star] * self.gain.min()), float(table[min(c_star + 1, 255)] * self.gain.max())
+        x0 = np.float32(self._bound(at_least, table, need, lo, hi) * (1 - 1e-6))  # margin: float32 products
+        lowest = np.searchsorted(table, x0 * (1 - 1e-6) / self.gain) - 1  # [F'] codes that may reach x0
+        per_src = np.full(n_src, 256)
+        np.minimum.at(per_src, self.neurons, lowest)
+        t, src = np.nonzero(codes >= np.minimum(per_src, 255))  # [E] source entries that may reach x0
+        first = self._src_start[src]  # [E] each entry's first target in _src_order
+        count = copies[src]
+        pick = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        target = self._src_order[pick]  # [C] target neurons of each entry
+        value = table[np.repeat(codes[t, src], count)] * self.gain[target]  # [C] float32, as _projected
+        top = np.compress(value >= x0, value)
+        top.partition((len(top) - need, len(top) - need + upper - prev))
+        a, b = top[len(top) - need], top[len(top) - need + upper - prev]
+        return _lerp(a, b, gamma)
+
+    def _bound(self, at_least: np.ndarray, table: np.ndarray, need: int, lo: float, hi: float) -> float:
+        """Bisect (geometrically, 16 steps) for a large x with at least ``need`` values table[c] * g >= x, given
+        count(lo) >= need > count(hi); counts from at_least [F, 257] (tokens with code >= c per source neuron)."""
+        flat, gain = self.neurons * 257, self.gain.astype(np.float64)  # [F'] row of each target's source in at_least
+        for _ in range(16):
+            mid = float(np.sqrt(lo * hi)) if lo > 0 else hi / 2
+            count = at_least.reshape(-1).take(flat + np.searchsorted(table, mid / gain)).sum()  # values >= mid
+            lo, hi = (mid, hi) if count >= need else (lo, mid)
+        return lo
 
     def _code_thresholds(self) -> np.ndarray | None:
         """|act| * g > theta  <=>  code(|act|) > code_threshold(theta / g): [L', F'] per-neuron code thresholds."""
@@ -127,3 +177,22 @@ class ProjectedSource:
         """Project onto a :class:`~sim.models.profile.ModelProfile`; default density = OPT-6.7B Table 6."""
         dens = opt_6_7b_density(profile.n_layers) if density is None else density
         return ProjectedSource(base, profile.n_layers, profile.d_ff, dens, rng, name=profile.name, **kw)
+
+
+def _linear_quantile_index(size: int, q: float) -> tuple[int, int, float]:
+    """(previous index, next index, gamma) of np.quantile's default ("linear") method on ``size`` values."""
+    virtual = (size - 1) * np.float64(q)  # numpy's virtual index of the linear method
+    gamma = float(virtual - np.floor(virtual))
+    if virtual >= size - 1:
+        return size - 1, size - 1, gamma
+    if virtual < 0:
+        return 0, 0, gamma
+    prev = int(np.floor(virtual))
+    return prev, prev + 1, gamma
+
+
+def _lerp(a: np.float32, b: np.float32, gamma: float) -> float:
+    """numpy's quantile interpolation between neighbours a <= b (float32) with weight gamma (float64)."""
+    diff = b - a  # float32, as numpy subtracts the neighbours in the array's dtype
+    g = np.float64(gamma)
+    return float(b - diff * (1 - g)) if g >= 0.5 else float(a + diff * g)
