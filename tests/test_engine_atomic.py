@@ -22,6 +22,7 @@ import sim.engine.simulate as simulate
 from sim.config.experiment import load_experiment
 from sim.config.hardware import FlashSpec, LinkSpec, MemorySpec, ProcessorSpec
 from sim.devices import Devices, FairShare, Flash, Link, Memory, Op, Processor, build_devices
+from sim.devices.extents import merge_in_order, merge_many
 from sim.engine.atomic import delay_to
 from sim.engine.decode import run_token
 from sim.engine.plan import LayerPlan, Transfer
@@ -336,3 +337,27 @@ def test_delay_to_lands_exactly_on_the_end_time():
         env._now = float(now)  # the clock of a running simulation
         end_s = float(now + span)
         assert env.now + delay_to(env, end_s) == end_s
+
+
+def test_merge_in_order_gives_the_requests_of_merge_many():
+    """The in-order kernel (no batch keys) on random small batches, empty ones included; None when it cannot."""
+    rng = np.random.default_rng(3)
+    applied = 0
+    for _ in range(2000):
+        batches = []
+        for _ in range(int(rng.integers(1, 6))):
+            neurons = np.sort(rng.choice(40, int(rng.integers(0, 12)), replace=False))  # ascending, some adjacent
+            lengths = rng.integers(1, 4, neurons.size) if rng.random() < 0.3 else np.full(neurons.size, 3)
+            ext = np.stack([neurons * 3, lengths], axis=1).astype(np.int64).reshape(-1, 2)  # 1-3 B: may overlap
+            if rng.random() < 0.2 and ext.shape[0]:
+                ext[rng.integers(ext.shape[0]), 1] = 0
+            batches.append(ext)
+        ext, sizes = np.concatenate(batches), np.array([b.shape[0] for b in batches])
+        for merge in (True, False):
+            found = merge_in_order(ext, sizes, merge)
+            if found is not None:
+                applied += 1
+                lengths, seg = merge_many(ext, np.repeat(np.arange(sizes.size), sizes), merge)
+                assert np.array_equal(found[0], lengths)
+                assert np.array_equal(found[1], np.bincount(seg, minlength=sizes.size))
+    assert 1000 < applied < 4000  # it applies to most, not all

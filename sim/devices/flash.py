@@ -21,6 +21,7 @@ import numpy as np
 import simpy
 
 from sim.config.hardware import FlashSpec
+from sim.devices.extents import merge_in_order, merge_many, merged, unmerged
 from sim.devices.fairshare import FairShare
 from sim.stats.recorder import Recorder
 
@@ -34,77 +35,7 @@ class ReadResult:
     end_s: float
 
 
-def _merge(ext: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets and lengths of the merged requests of [n, 2] int64 extents (checked, zero lengths dropped)."""
-    if ext.size == 0:
-        return ext[:, 0], ext[:, 1]
-    lowest = ext.min()
-    if lowest < 0:
-        raise ValueError("extents: offsets and lengths must be >= 0")
-    if lowest == 0:  # maybe a zero length (or just offset 0): drop empty extents
-        ext = ext[ext[:, 1] > 0]
-        if ext.shape[0] == 0:
-            return ext[:, 0], ext[:, 1]
-    order = np.argsort(ext[:, 0], kind="stable")  # [n]
-    start = ext[:, 0].take(order)  # [n] contiguous (take beats fancy indexing of a strided column)
-    reach = np.maximum.accumulate(start + ext[:, 1].take(order))  # [n] furthest end covered so far
-    new = np.empty(start.size, dtype=bool)
-    new[0] = True
-    np.greater(start[1:], reach[:-1], out=new[1:])  # a gap before this extent starts a new request
-    first = np.flatnonzero(new)  # [m]
-    end = np.empty(first.size, dtype=np.int64)  # [m] reach at the last extent of each request
-    end[:-1] = reach[first[1:] - 1]
-    end[-1] = reach[-1]
-    return start[first], end - start[first]
-
-
 MEMO_MAX_EXTENTS = 16  # batches of at most this many extents have their service time memoised
-
-
-def _merge_many(ext: np.ndarray, seg: np.ndarray, merge: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Request lengths of several batches at once: ext [N, 2] int64, seg [N] batch of each extent (ascending)
-    -> (lengths [M] int64 grouped by batch in batch order, batch of each request [M]).
-
-    Per batch the lengths equal ``_merge(batch)[1]`` (``merge``) or ``_unmerged(batch)``: batch b's offsets are
-    shifted by b * span (span > every end), so one stable sort and one running maximum serve all batches and
-    no request can reach across a batch boundary. Fast paths with the same integers: no 2-D boolean mask when no
-    extent is empty, no sort when the extents are in order, and no running maximum when they are also disjoint
-    (then every end is its own running maximum)."""
-    if ext.size and ext.min() < 0:
-        raise ValueError("extents: offsets and lengths must be >= 0")
-    off, length = ext[:, 0], ext[:, 1]  # [N] views
-    if not (length > 0).all():  # empty extents are dropped (1-D masks: a 2-D boolean index is far slower)
-        keep = length > 0
-        off, length, seg = off[keep], length[keep], seg[keep]
-    if not merge or off.size == 0:
-        return length, seg
-    end = off + length  # [N]
-    shift = seg * (int(end.max()) + 1)  # [N] batch-major offsets (in place below: fresh arrays cost page faults)
-    end += shift
-    start = np.add(off, shift, out=shift)  # [N]
-    if not (start[1:] >= start[:-1]).all():  # a policy's neuron extents are already in order: no sort
-        order = np.argsort(start, kind="stable")  # [N]
-        start, end, seg = start.take(order), end.take(order), seg.take(order)
-    disjoint = (start[1:] >= end[:-1]).all()
-    reach = end if disjoint else np.maximum.accumulate(end)  # [N] furthest end covered so far
-    first = np.empty(start.size, dtype=bool)  # [N] starts a request
-    first[0] = True
-    np.greater(start[1:], reach[:-1], out=first[1:])  # a gap (or a new batch) starts a new request
-    if first.all():  # nothing merges
-        return end - start, seg
-    last = np.empty_like(first)  # [N] the extent before a request's first ends the previous one
-    last[:-1] = first[1:]
-    last[-1] = True
-    lengths = reach[last]  # [M]
-    lengths -= start[first]
-    return lengths, seg[first]
-
-
-def _unmerged(ext: np.ndarray) -> np.ndarray:
-    """Lengths of [n, 2] extents issued as they are (checked, zero lengths dropped)."""
-    if ext.size and ext.min() < 0:
-        raise ValueError("extents: offsets and lengths must be >= 0")
-    return ext[ext[:, 1] > 0, 1]
 
 
 class Flash:
@@ -156,7 +87,7 @@ class Flash:
 
         Zero-length extents are dropped; a negative offset or length is a ValueError.
         """
-        start, length = _merge(np.asarray(extents, dtype=np.int64).reshape(-1, 2))  # [m], [m]
+        start, length = merged(np.asarray(extents, dtype=np.int64).reshape(-1, 2))  # [m], [m]
         return np.stack([start, length], axis=1)
 
     def service_time_s(self, extents: np.ndarray, queue_depth: int | None = None) -> tuple[float, int, float]:
@@ -172,7 +103,7 @@ class Flash:
         key = (ext.tobytes(), queue_depth, merge) if ext.shape[0] <= MEMO_MAX_EXTENTS else None
         found = self._memo.get(key) if key else None
         if found is None:
-            found = self._service((_merge(ext)[1] if merge else _unmerged(ext)).astype(float), queue_depth)
+            found = self._service((merged(ext)[1] if merge else unmerged(ext)).astype(float), queue_depth)
             if key and len(self._memo) < 1024:
                 self._memo[key] = found
         return found
@@ -206,8 +137,13 @@ class Flash:
             return []
         sizes = np.fromiter((b.shape[0] for b in batches), np.int64, len(batches))  # [B]
         ext = np.concatenate(batches).reshape(-1, 2).astype(np.int64, copy=False)  # [N, 2]
-        lengths, seg = _merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
-        counts = np.bincount(seg, minlength=len(batches)).tolist()  # [B] requests per batch
+        if ext.min() < 0:
+            raise ValueError("extents: offsets and lengths must be >= 0")
+        found = merge_in_order(ext, sizes, merge)  # a policy's neuron reads: no sort, no batch keys
+        if found is None:
+            lengths, seg = merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
+            found = lengths, np.bincount(seg, minlength=len(batches))
+        lengths, counts = found[0], found[1].tolist()  # [M] request lengths, [B] requests per batch
         bounds = np.zeros(len(batches) + 1, dtype=np.int64)  # [B + 1] first request of each batch
         np.cumsum(counts, out=bounds[1:])
         total = np.zeros(lengths.size + 1, dtype=np.int64)  # [M + 1] bytes before each request

@@ -1,0 +1,115 @@
+"""Extents -> the requests a device serves: pure numpy kernels under :class:`~sim.devices.flash.Flash`.
+
+An extent is (offset, length) in bytes, an [n, 2] int64 row. A read batch's overlapping and adjacent extents merge
+into one request (as a device or the host's block layer serves them) unless the reader issues each extent alone;
+empty extents are dropped and negative values are a ValueError. The many-batch kernels give, per batch, exactly the
+requests of the one-batch kernels (the flash prices every layer's preload in one pass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def merged(ext: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and lengths of the merged requests of [n, 2] int64 extents (checked, zero lengths dropped)."""
+    if ext.size == 0:
+        return ext[:, 0], ext[:, 1]
+    lowest = ext.min()
+    if lowest < 0:
+        raise ValueError("extents: offsets and lengths must be >= 0")
+    if lowest == 0:  # maybe a zero length (or just offset 0): drop empty extents
+        ext = ext[ext[:, 1] > 0]
+        if ext.shape[0] == 0:
+            return ext[:, 0], ext[:, 1]
+    order = np.argsort(ext[:, 0], kind="stable")  # [n]
+    start = ext[:, 0].take(order)  # [n] contiguous (take beats fancy indexing of a strided column)
+    reach = np.maximum.accumulate(start + ext[:, 1].take(order))  # [n] furthest end covered so far
+    new = np.empty(start.size, dtype=bool)
+    new[0] = True
+    np.greater(start[1:], reach[:-1], out=new[1:])  # a gap before this extent starts a new request
+    first = np.flatnonzero(new)  # [m]
+    end = np.empty(first.size, dtype=np.int64)  # [m] reach at the last extent of each request
+    end[:-1] = reach[first[1:] - 1]
+    end[-1] = reach[-1]
+    return start[first], end - start[first]
+
+
+def merge_many(ext: np.ndarray, seg: np.ndarray, merge: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Request lengths of several batches at once: ext [N, 2] int64, seg [N] batch of each extent (ascending)
+    -> (lengths [M] int64 grouped by batch in batch order, batch of each request [M]).
+
+    Per batch the lengths equal ``merged(batch)[1]`` (``merge``) or ``unmerged(batch)``: batch b's offsets are
+    shifted by b * span (span > every end), so one stable sort and one running maximum serve all batches and
+    no request can reach across a batch boundary. Fast paths with the same integers: no 2-D boolean mask when no
+    extent is empty, no sort when the extents are in order, and no running maximum when they are also disjoint
+    (then every end is its own running maximum)."""
+    if ext.size and ext.min() < 0:
+        raise ValueError("extents: offsets and lengths must be >= 0")
+    off, length = ext[:, 0], ext[:, 1]  # [N] views
+    if not (length > 0).all():  # empty extents are dropped (1-D masks: a 2-D boolean index is far slower)
+        keep = length > 0
+        off, length, seg = off[keep], length[keep], seg[keep]
+    if not merge or off.size == 0:
+        return length, seg
+    end = off + length  # [N]
+    shift = seg * (int(end.max()) + 1)  # [N] batch-major offsets (in place below: fresh arrays cost page faults)
+    end += shift
+    start = np.add(off, shift, out=shift)  # [N]
+    if not (start[1:] >= start[:-1]).all():  # a policy's neuron extents are already in order: no sort
+        order = np.argsort(start, kind="stable")  # [N]
+        start, end, seg = start.take(order), end.take(order), seg.take(order)
+    disjoint = (start[1:] >= end[:-1]).all()
+    reach = end if disjoint else np.maximum.accumulate(end)  # [N] furthest end covered so far
+    first = np.empty(start.size, dtype=bool)  # [N] starts a request
+    first[0] = True
+    np.greater(start[1:], reach[:-1], out=first[1:])  # a gap (or a new batch) starts a new request
+    if first.all():  # nothing merges
+        return end - start, seg
+    last = np.empty_like(first)  # [N] the extent before a request's first ends the previous one
+    last[:-1] = first[1:]
+    last[-1] = True
+    lengths = reach[last]  # [M]
+    lengths -= start[first]
+    return lengths, seg[first]
+
+
+def unmerged(ext: np.ndarray) -> np.ndarray:
+    """Lengths of [n, 2] extents issued as they are (checked, zero lengths dropped)."""
+    if ext.size and ext.min() < 0:
+        raise ValueError("extents: offsets and lengths must be >= 0")
+    return ext[ext[:, 1] > 0, 1]
+
+
+def merge_in_order(ext: np.ndarray, sizes: np.ndarray, merge: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`merge_many` for batches like a policy's neuron reads, without its batch-major keys: ext [N, 2] int64
+    of B batches of ``sizes`` [B] extents back to back -> (lengths [M] int64 grouped by batch, requests per batch
+    [B]); None unless every extent is non-empty and, when merging, each batch is in offset order and disjoint
+    (then an extent joins the previous one's request exactly when it starts where that one ends, and a batch's
+    first extent always starts a request). Offsets and lengths must already be checked >= 0."""
+    length = ext[:, 1]  # [N]
+    if not (length > 0).all():
+        return None
+    if not merge or length.size == 0:
+        return length, sizes
+    off = ext[:, 0]  # [N]
+    end = off + length  # [N]
+    starts = np.cumsum(sizes) - sizes  # [B] first extent of each batch
+    inner = starts[(starts > 0) & (starts < off.size)]  # batch starts after the first extent
+    ordered = off[1:] >= end[:-1]  # [N - 1] each extent starts at or after the previous one's end
+    ordered[inner - 1] = True  # ... within a batch
+    if not ordered.all():
+        return None
+    first = np.empty(off.size, dtype=bool)  # [N] starts a request: a gap before it, or a new batch
+    first[0] = True
+    np.greater(off[1:], end[:-1], out=first[1:])
+    first[inner] = True
+    if first.all():  # nothing merges
+        return length, sizes
+    last = np.empty_like(first)  # [N] ends a request: the next extent starts one
+    last[:-1] = first[1:]
+    last[-1] = True
+    lengths = end[last]  # [M]
+    lengths -= off[first]
+    counts = np.diff(np.searchsorted(np.flatnonzero(first), np.append(starts, off.size)))  # [B]
+    return lengths, counts
