@@ -2,7 +2,7 @@
 
 Per decode step t, vectorised over layers:
 
-1. the predictor marks neurons ``pred [L, n]`` (:mod:`sim.lif.masks`: oracle, none, trained, statistical);
+1. the predictor marks neurons (:mod:`sim.lif.masks`: oracle, none, trained, statistical), a packed set [L, n];
 2. the sliding window (:mod:`sim.lif.window`, last ``window_k`` tokens) says which are missing; their
    ``layout.neuron_extents`` are read from flash (``bundling``: none = layer-major rows, row_column = one bundle
    per neuron, coactivation = a double bundle bringing the closest friend, which then stays resident too);
@@ -14,7 +14,8 @@ Per decode step t, vectorised over layers:
    (``active``).
 
 DRAM tenants (setup; CapacityError if over the budget): embeddings, attention, predictor, and the per-layer
-preallocated FFN matrices sized by a dry run of the window over the first ``capacity_tokens`` decode steps; each
+preallocated FFN matrices sized by a dry run of the window over the first ``capacity_tokens`` decode steps (the
+mask stream keeps those steps' predictions, so the run replays them instead of predicting twice); each
 token the matrices report the rows they hold (``Memory.occupy``: the summary's dram_used_GB vs dram_GB).
 ``overlap``: layer l+1's reads are issued when layer l's compute starts (the paper's Table 3 sums I/O and
 compute, i.e. no overlap, the default).
