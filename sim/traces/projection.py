@@ -80,8 +80,7 @@ class ProjectedSource:
         reps = -(-d_ff // base.d_ff)
         self.neurons = np.concatenate([rng.permutation(base.d_ff) for _ in range(reps)])[:d_ff]  # [F']
         self.gain = np.exp(gain_sigma * rng.standard_normal(d_ff)).astype(np.float32)  # [F']
-        self._src_order = np.argsort(self.neurons, kind="stable")  # [F'] target neurons grouped by source neuron
-        self._src_start = np.searchsorted(self.neurons[self._src_order], np.arange(base.d_ff))  # [F]
+        self._src_start = np.searchsorted(np.sort(self.neurons), np.arange(base.d_ff))  # [F] first target per source
         self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
         self._cthr = self._code_thresholds()  # [L', F'] or None
         # flat index layer * F + neuron of each target neuron's source value in one token [L' * F'] (one gather)
@@ -119,25 +118,28 @@ class ProjectedSource:
         c_star = int(np.flatnonzero(copies @ at_least[:, :256] >= need)[-1])  # >= need entries have code >= c*
         lo, hi = float(table[c_star] * self.gain.min()), float(table[min(c_star + 1, 255)] * self.gain.max())
         x0 = np.float32(self._bound(at_least, table, need, lo, hi) * (1 - 1e-6))  # margin: float32 products
-        lowest = np.searchsorted(table, x0 * (1 - 1e-6) / self.gain) - 1  # [F'] codes that may reach x0
-        per_src = np.full(n_src, 256)
-        np.minimum.at(per_src, self.neurons, lowest)
-        t, src = np.nonzero(codes >= np.minimum(per_src, 255))  # [E] source entries that may reach x0
-        first = self._src_start[src]  # [E] each entry's first target in _src_order
-        count = copies[src]
+        lowest = np.maximum(np.searchsorted(table, x0 * (1 - 1e-6) / self.gain) - 1, 0)  # [F'] lowest code reaching x0
+        order = np.lexsort((lowest, self.neurons))  # [F'] targets by source neuron, then by lowest code
+        reach = np.bincount(self.neurons * 257 + lowest, minlength=n_src * 257).reshape(n_src, 257)
+        reach = np.cumsum(reach, axis=1)  # [F, 257] targets of each source neuron that a code c may lift to x0
+        may = reach.take(codes.astype(np.int64) + np.arange(n_src) * 257) > 0  # [n, F] entries that may reach x0
+        t, src = np.nonzero(may)  # [E]
+        code = codes[t, src]
+        count = reach[src, code]  # [E] how many of the entry's targets (a prefix of ``order``'s group) may reach x0
+        first = self._src_start[src]  # [E] each entry's first target in ``order``
         pick = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
-        target = self._src_order[pick]  # [C] target neurons of each entry
-        value = table[np.repeat(codes[t, src], count)] * self.gain[target]  # [C] float32, as _projected
+        target = order[pick]  # [C] target neurons of each entry
+        value = table[np.repeat(code, count)] * self.gain[target]  # [C] float32, as _projected
         top = np.compress(value >= x0, value)
         top.partition((len(top) - need, len(top) - need + upper - prev))
         a, b = top[len(top) - need], top[len(top) - need + upper - prev]
         return _lerp(a, b, gamma)
 
     def _bound(self, at_least: np.ndarray, table: np.ndarray, need: int, lo: float, hi: float) -> float:
-        """Bisect (geometrically, 16 steps) for a large x with at least ``need`` values table[c] * g >= x, given
+        """Bisect (geometrically, 10 steps) for a large x with at least ``need`` values table[c] * g >= x, given
         count(lo) >= need > count(hi); counts from at_least [F, 257] (tokens with code >= c per source neuron)."""
         flat, gain = self.neurons * 257, self.gain.astype(np.float64)  # [F'] row of each target's source in at_least
-        for _ in range(16):
+        for _ in range(10):
             mid = float(np.sqrt(lo * hi)) if lo > 0 else hi / 2
             count = at_least.reshape(-1).take(flat + np.searchsorted(table, mid / gain)).sum()  # values >= mid
             lo, hi = (mid, hi) if count >= need else (lo, mid)
