@@ -227,3 +227,15 @@ def test_projection_thresholds_are_np_quantile_of_the_projected_values():
         values = base.values(0, 48)
         want = [np.quantile(proj._projected(values, l), 1.0 - proj.density[l]) for l in range(layers)]
         assert proj.thresholds.tolist() == want
+
+
+@pytest.mark.parametrize("weighting", ["frequency", "uniform"])
+def test_statistical_extremes_predict_nothing_extra_or_everything(weighting):
+    true, weights = _case(5)
+    weights = None if weighting == "uniform" else weights
+    rng = np.random.default_rng(0)
+    exact = StatisticalPredictor(1.0, 0.0, weights).predict(true, rng)
+    assert (exact == true).all()
+    most = StatisticalPredictor(1.0, 1.0, weights).predict(true, rng)  # every neuron unless weights are uneven
+    assert most.all() if weights is None else (most[true].all() and not most[~true & (weights == 0)].any())
+    assert not StatisticalPredictor(0.0, 0.0, weights).predict(true, rng).any()
