@@ -23,7 +23,7 @@ from sim.config.experiment import load_experiment
 from sim.config.hardware import FlashSpec, LinkSpec, MemorySpec, ProcessorSpec
 from sim.devices import Devices, FairShare, Flash, Link, Memory, Op, Processor, build_devices
 from sim.devices.extents import merge_in_order, merge_many
-from sim.engine.atomic import delay_to
+from sim.engine.atomic import _delay_to, timeout_at
 from sim.engine.decode import run_token
 from sim.engine.plan import LayerPlan, Transfer
 from sim.stats.recorder import Recorder
@@ -329,14 +329,26 @@ def test_fair_share_run_alone_books_what_submit_and_completion_do_and_refuses_a_
         served.run_alone(3.0, 1.0)
 
 
-def test_delay_to_lands_exactly_on_the_end_time():
+def test_timeout_at_fires_exactly_at_the_end_time():
+    """Ends one addition away from now, and ends reached by a chain of additions (no single delay lands on some
+    of them, e.g. 0.011765706217569833 -> 0.029288118699235723: the token end of an lif_coactivation run)."""
     rng = np.random.default_rng(11)
-    env = simpy.Environment()
-    spans_s = rng.uniform(0, 1, 2000) * 10.0 ** rng.integers(-12, 3, 2000)
-    for now, span in zip(rng.uniform(0, 1e3, 2000), spans_s, strict=True):
-        env._now = float(now)  # the clock of a running simulation
-        end_s = float(now + span)
-        assert env.now + delay_to(env, end_s) == end_s
+    spans_s = rng.uniform(0, 1, 400) * 10.0 ** rng.integers(-12, 3, 400)
+    ends = [(float(now), float(now + span)) for now, span in zip(rng.uniform(0, 1e3, 400), spans_s, strict=True)]
+    for now in rng.uniform(0, 1, 400):
+        chained = float(now)
+        for step in rng.uniform(0, 1e-3, 50):
+            chained += float(step)
+        ends.append((float(now), chained))
+    ends.append((0.011765706217569833, 0.029288118699235723))
+    unreachable = 0
+    for now, end_s in ends:
+        env = simpy.Environment(initial_time=now)
+        unreachable += _delay_to(now, end_s) is None
+        event = timeout_at(env, end_s)
+        env.run()
+        assert event.processed and env.now == end_s
+    assert unreachable > 0  # the queued fallback was exercised
 
 
 def test_merge_in_order_gives_the_requests_of_merge_many():

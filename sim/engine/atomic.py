@@ -15,6 +15,7 @@ complete them (``order_alone``: end time, then when each job entered its server)
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,17 +29,33 @@ if TYPE_CHECKING:
     from sim.engine.decode import TokenTimes
 
 
-def delay_to(env: simpy.Environment, end_s: float) -> float:
-    """A delay d with ``env.now + d == end_s`` exactly (SimPy schedules a timeout at now + delay; ``end_s - now``
-    alone can miss ``end_s`` by a rounding). At most a few steps of one ulp from ``end_s - now``."""
-    now = env.now
+def timeout_at(env: simpy.Environment, end_s: float) -> simpy.Event:
+    """An event that fires at exactly ``end_s`` (>= now), the token's end as the event path would reach it.
+
+    SimPy schedules a timeout at ``now + delay``; a delay landing on ``end_s`` exists for most ends (found within a
+    few ulps of ``end_s - now``), and then this is ``env.timeout(delay)``. Some ends are no single rounding of
+    ``now + delay`` (when ``end_s`` is not within a factor 2 of ``now``, the exact sums around it can fall only on
+    ties that round to its even neighbours); the event path got there by a chain of additions, so the event is
+    queued at ``end_s`` directly, in the entry SimPy's own ``Environment.schedule`` pushes (time, priority,
+    event id, event) -- the same queue position and event count a timeout would take."""
+    delay = _delay_to(env.now, end_s)
+    if delay is not None:
+        return env.timeout(delay)
+    event = env.event()
+    event._ok, event._value = True, None  # as Timeout.__init__ sets them before scheduling
+    heapq.heappush(env._queue, (end_s, simpy.core.NORMAL, next(env._eid), event))
+    return event
+
+
+def _delay_to(now: float, end_s: float) -> float | None:
+    """A delay d with ``now + d == end_s`` exactly, searched a few ulps around ``end_s - now``; None if none."""
     delay = end_s - now
     for _ in range(8):
         reached = now + delay
         if reached == end_s:
             return delay
         delay = float(np.nextafter(delay, -np.inf if reached > end_s else np.inf))
-    raise AssertionError(f"no delay from {now!r} reaches {end_s!r}")
+    return None
 
 
 def run_alone(devices: Devices, plans: Sequence[LayerPlan], times: TokenTimes, priced: dict, start_s: float) -> float:

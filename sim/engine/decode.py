@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import simpy
 
 from sim.devices import Devices
-from sim.engine.atomic import delay_to, run_alone
+from sim.engine.atomic import run_alone, timeout_at
 from sim.engine.plan import LayerPlan
 
 
@@ -140,7 +140,7 @@ def run_token(env: simpy.Environment, devices: Devices, plans: Sequence[LayerPla
     priced = _price_preloads(devices, plans)
     if _serial(plans):
         if atomic and env.peek() == math.inf:  # nothing else can act before this token ends
-            yield env.timeout(delay_to(env, run_alone(devices, plans, times, priced, env.now)))
+            yield timeout_at(env, run_alone(devices, plans, times, priced, env.now))
         else:
             yield from _compute(env, devices, plans, None, None, times, priced)  # no hand-over at all
         times.end_s = env.now
