@@ -3,9 +3,14 @@
 Statistical predictor (App. C quality), sliding window k = 5, row-column bundling, memory management, activations
 projected from the committed SmolLM2 trace onto OPT-6.7B at Table 6 densities; 200 decoded tokens, timeline off.
 
-Figures (the project's target: >= 1000 simulated decode tokens per wall-second on one core):
-  opt6.7b_lif_all_sim_tokens_per_wall_s   decode only: tokens 1..N-1 over the wall time between them
-  opt6.7b_lif_all_events_per_token        SimPy events per simulated token (one per batch of reads or kernel)
+Figures (the project's target: >= 1000 simulated tokens per wall-second on one core):
+  opt6.7b_lif_all_sim_tokens_per_wall_s   every per-token step counted: 1000 / (decode-loop ms per token + set-up
+                                          dry-run ms per token); one-time set-up (trace calibration) excluded
+  opt6.7b_lif_all_decode_loop_tokens_per_wall_s  the decode loop alone: tokens 1..N-1 over the wall time between
+                                          them (the predictions it replays were made in the dry run)
+  opt6.7b_lif_all_whole_run_tokens_per_wall_s    N tokens over the whole run's wall time, set-up included
+  opt6.7b_lif_all_events_per_token        SimPy events per simulated token (one per batch of reads or kernel; one
+                                          per token on the atomic path, sim/engine/atomic.py)
   opt6.7b_lif_all_plan_ms_per_token       wall ms per token in the policy's plan_token (the rest is the engine)
   opt6.7b_lif_all_dry_run_ms_per_token    wall ms per token of the policy's set-up dry run (the predictions, made
                                           once and replayed by plan_token, and the window sizing the matrices)
@@ -93,13 +98,17 @@ def run() -> list[tuple[str, float, str]]:
             result = sim.engine.simulate.simulate_case(
                 case, progress=lambda _: done_at.append(time.perf_counter()), timeline=False
             )
-    decode_s = done_at[-1] - done_at[0]  # tokens 1 .. N-1 (token 0 also pays for the first mask block)
+    whole_s = done_at[-1] - t0
+    decode_ms = 1e3 * (done_at[-1] - done_at[0]) / (TOKENS - 1)  # tokens 1 .. N-1 (token 0 pays the first block)
+    dry_ms = 1e3 * plan_s[1] / EXPERIMENT["policy"]["capacity_tokens"]
     label = "opt6.7b_lif_all"
     return [
-        (f"{label}_sim_tokens_per_wall_s", (TOKENS - 1) / decode_s, "tok/s"),
+        (f"{label}_sim_tokens_per_wall_s", 1e3 / (decode_ms + dry_ms), "tok/s"),
+        (f"{label}_decode_loop_tokens_per_wall_s", 1e3 / decode_ms, "tok/s"),
+        (f"{label}_whole_run_tokens_per_wall_s", TOKENS / whole_s, "tok/s"),
         (f"{label}_events_per_token", result.summary["events_per_token"], "events/token"),
         (f"{label}_plan_ms_per_token", 1e3 * plan_s[0] / TOKENS, "ms/token"),
-        (f"{label}_dry_run_ms_per_token", 1e3 * plan_s[1] / EXPERIMENT["policy"]["capacity_tokens"], "ms/token"),
+        (f"{label}_dry_run_ms_per_token", dry_ms, "ms/token"),
         (f"{label}_first_token_s", done_at[0] - t0, "s"),
     ]
 
