@@ -57,7 +57,7 @@ def flat_indices(bits: np.ndarray, n: int) -> np.ndarray:
     Work: one pass over the 16-bit chunks (compare + compress) and a few passes over the set bits."""
     popcount, positions = _tables()
     chunks = bits.reshape(-1).view(np.uint16)  # [L * 4 nw] (little-endian: chunk j holds bits 16 j ..)
-    nz = np.flatnonzero(chunks) if len(chunks) < 4096 else np.compress(chunks != 0, _arange(len(chunks)))
+    nz = np.flatnonzero(chunks) if len(chunks) < 4096 else np.compress(chunks != 0, arange(len(chunks)))
     vals = chunks.take(nz)  # [c]
     count = popcount.take(vals)  # [c]
     first = np.cumsum(count, dtype=np.int64)
@@ -67,7 +67,7 @@ def flat_indices(bits: np.ndarray, n: int) -> np.ndarray:
     base = nz * 16 - (nz // row_chunks) * (row_chunks * 16 - n)  # [c] flat index of each chunk's bit 0
     out = np.repeat(base, count)  # [total]
     lut = np.repeat(vals.astype(np.int64) * 16 - first, count)  # [total] row of the table, minus the rank base
-    lut += _arange(total)
+    lut += arange(total)
     out += positions.take(lut)
     return out
 
@@ -77,7 +77,7 @@ def _arange_cached(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64)
 
 
-def _arange(n: int) -> np.ndarray:
+def arange(n: int) -> np.ndarray:
     """np.arange(n) int64, read-only, from a cache of power-of-two sized ranges."""
     size = 1 << max(int(n - 1).bit_length(), 10)
     return _arange_cached(size)[:n]

@@ -10,8 +10,9 @@ one neuron's bundle, ``row_bytes``). Per token, first deletions, then insertions
 * insert: new neurons are appended at ``n_rows ..`` in ascending neuron order (their bytes arrive from
   flash; ``appended_bytes`` reports them separately from the copies).
 
-The row order is tracked exactly with index arrays ``slot_of [L, n]`` and ``neuron_at [L, capacity]``,
-updated for all layers at once (no loop over layers or neurons), touching only the rows that change.
+The row order is tracked exactly with two flat index arrays (each neuron's row, each row's neuron; shown per
+layer as ``slot_of [L, n]`` and ``neuron_at [L, capacity]``), updated for all layers at once (no loop over
+neurons; a layer's holes are sorted on their own), touching only the rows that change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.lif.bits import arange
 from sim.lif.window import SlidingWindow
 
 
@@ -32,8 +34,11 @@ class MemStep:
 
 
 class NeuronMatrix:
-    """Row order per layer, kept in flat views: ``slot_of`` [L * n] and ``neuron_at`` [L * cap] (``layer * width +
-    index``), so each step is a few gathers and scatters over the changed neurons (no [L, n] pass)."""
+    """Row order of all layers in two flat int64 arrays: ``_row_of`` [L * n] holds each neuron's matrix row as a flat
+    row ``layer * width + slot`` (-1: absent) and ``_neuron_in`` [L * width] each row's flat neuron ``layer * n +
+    neuron`` (rows at or past a layer's ``n_rows`` are stale), so a step is a few gathers and scatters over the
+    changed neurons (no [L, n] pass, no per-element layer arithmetic). ``slot_of`` / ``neuron_at`` show them per
+    layer."""
 
     def __init__(self, n_neurons: int, capacity_rows: np.ndarray, row_bytes: float):
         self.capacity = np.asarray(capacity_rows, dtype=np.int64)  # [L]
@@ -42,10 +47,10 @@ class NeuronMatrix:
         n_layers, width = len(self.capacity), int(self.capacity.max(initial=0))
         self.row_bytes = float(row_bytes)
         self.n, self.width = n_neurons, width
-        self.slot_of = np.full((n_layers, n_neurons), -1, np.int32)  # [L, n] row of each neuron, -1: absent
-        self.neuron_at = np.full((n_layers, width), -1, np.int32)  # [L, cap] neuron in each row
+        self._row_of = np.full(n_layers * n_neurons, -1, np.int64)  # [L * n] flat row of each neuron, -1: absent
+        self._neuron_in = np.full(n_layers * width, -1, np.int64)  # [L * width] flat neuron in each row
+        self._row0 = np.arange(n_layers, dtype=np.int64) * width  # [L] flat row of each layer's slot 0
         self.n_rows = np.zeros(n_layers, np.int64)  # [L]
-        self._slot, self._neuron = self.slot_of.reshape(-1), self.neuron_at.reshape(-1)  # flat views
 
     @property
     def allocated_bytes(self) -> float:
@@ -56,6 +61,19 @@ class NeuronMatrix:
     def resident(self) -> np.ndarray:
         return self.slot_of >= 0  # [L, n]
 
+    @property
+    def slot_of(self) -> np.ndarray:
+        """[L, n] int64 row of each neuron in its layer's matrix, -1: absent (a fresh array)."""
+        row = self._row_of.reshape(len(self.n_rows), self.n)
+        return np.where(row >= 0, row - self._row0[:, None], -1)
+
+    @property
+    def neuron_at(self) -> np.ndarray:
+        """[L, width] int64 neuron in each row of each layer's matrix, -1: free (a fresh array)."""
+        n_layers = len(self.n_rows)
+        neuron = self._neuron_in.reshape(n_layers, self.width) - np.arange(n_layers)[:, None] * self.n
+        return np.where(np.arange(self.width) < self.n_rows[:, None], neuron, -1)
+
     def step(self, insert: np.ndarray, evict: np.ndarray, new: np.ndarray | None = None) -> MemStep:
         """Delete neurons evict [L, n] bool (resident), then append insert [L, n] bool (not resident after deletion).
 
@@ -65,14 +83,14 @@ class NeuronMatrix:
     def step_flat(self, new: np.ndarray, gone: np.ndarray) -> MemStep:
         """As :meth:`step` with flat indices ``layer * n + neuron``: delete ``gone`` [d], then append ``new`` [a]
         (both distinct and ascending)."""
-        slot = self._slot.take(gone)  # [d]
-        if len(gone) and slot.min() < 0:
-            layer, neuron = divmod(int(gone[np.argmax(slot < 0)]), self.n)  # the first offending, row-major
+        row = self._row_of.take(gone)  # [d] flat rows
+        if len(gone) and row.min() < 0:
+            layer, neuron = divmod(int(gone[np.argmax(row < 0)]), self.n)  # the first offending, row-major
             raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
-        moves = self._delete(gone, slot, self._per_layer(gone))
-        present = self._slot.take(new) >= 0
-        if present.any():
-            layer, neuron = divmod(int(new[np.argmax(present)]), self.n)
+        moves = self._delete(gone, row, self._per_layer(gone))
+        present = self._row_of.take(new)  # [a] -1 unless resident
+        if len(new) and present.max() >= 0:
+            layer, neuron = divmod(int(new[np.argmax(present >= 0)]), self.n)
             raise ValueError(f"layer {layer}: cannot insert neuron {neuron}: it is already resident")
         appended = self._append(new, self._per_layer(new))
         return MemStep(moves, moves * self.row_bytes, appended * self.row_bytes, self.n_rows.copy())
@@ -81,55 +99,54 @@ class NeuronMatrix:
         """[L] int64 entries of the ascending flat indices in each layer."""
         return np.diff(np.searchsorted(flat, np.arange(len(self.n_rows) + 1) * self.n))
 
-    def _delete(self, gone: np.ndarray, slot: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """Delete the neurons at flat indices ``gone`` [d] (ascending) whose rows are ``slot`` [d]; count [L] of
-        them per layer.
+    def _delete(self, gone: np.ndarray, row: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Delete the neurons at flat indices ``gone`` [d] (ascending) whose flat rows are ``row`` [d]; count [L]
+        of them per layer. Returns [L] int64 rows moved.
 
         Work is O(d): only the deleted rows and the d_l rows of each layer's tail [new_n, n_rows) are touched.
         Holes (deleted rows below the new end, ascending) are filled by the tail's surviving rows, last first.
         """
-        n_layers, width = len(self.n_rows), self.width
-        layers = np.arange(n_layers)
-        new_n = self.n_rows - count  # [L]
-        below = slot < np.repeat(new_n, count)  # [d] holes; the other deleted rows are in the tail
-        hole_l, hole_s = _by_layer_then_slot(np.compress(below, np.repeat(layers, count)), np.compress(below, slot))
-        self._slot[gone] = -1
-        tail_l = np.repeat(layers, count)  # [d] the tail rows, last row first within each layer
-        tail = np.repeat(layers * width + self.n_rows - 1 + np.cumsum(count) - count, count) - np.arange(len(gone))
-        tail_neuron = self._neuron.take(tail)  # [d]
-        tail_flat = tail_l * self.n + tail_neuron  # [d]
-        survives = self._slot.take(tail_flat) >= 0  # [d] tail rows not deleted: the movers, per layer one per hole
-        self._neuron[hole_l * width + hole_s] = np.compress(survives, tail_neuron)  # holes ascending, movers last first
-        self._slot[np.compress(survives, tail_flat)] = hole_s
-        self._neuron[tail] = -1
-        self.n_rows = new_n
-        return np.bincount(hole_l, minlength=n_layers).astype(np.int64)
+        end = self._row0 + self.n_rows  # [L] flat row past each layer's last
+        below = row < np.repeat(end - count, count)  # [d] holes; the other deleted rows are in the tail
+        bounds = np.zeros(len(count) + 1, np.int64)  # [L + 1] first of each layer in gone
+        np.cumsum(count, out=bounds[1:])
+        before = np.zeros(len(gone) + 1, np.int64)  # [d + 1] holes before each deleted neuron
+        np.cumsum(below, out=before[1:])
+        hole_bounds = before[bounds]  # [L + 1] first of each layer's holes
+        holes = _sort_segments(np.compress(below, row), hole_bounds.tolist())  # [h] int64 per layer ascending
+        self._row_of[gone] = -1
+        tail = np.repeat(end - 1 + bounds[:-1], count) - arange(len(gone))  # [d] tail rows, per layer last first
+        tail_neuron = self._neuron_in.take(tail)  # [d] flat neurons
+        movers = np.compress(self._row_of.take(tail_neuron) >= 0, tail_neuron)  # [h] surviving tail rows
+        self._neuron_in[holes] = movers  # holes ascending, movers last first: per layer one mover per hole
+        self._row_of[movers] = holes
+        self.n_rows = self.n_rows - count
+        return np.diff(hole_bounds)
 
     def _append(self, new: np.ndarray, count: np.ndarray) -> np.ndarray:
         """Append the neurons at flat indices ``new`` (ascending; count [L] per layer) at the end of their layers."""
-        n_layers = len(self.n_rows)
         over = np.flatnonzero(self.n_rows + count > self.capacity)
         if len(over):
             lay = int(over[0])
             need = int(self.n_rows[lay] + count[lay])
             raise ValueError(f"layer {lay}: {need} resident neurons exceed the preallocated {self.capacity[lay]} rows")
         first = np.cumsum(count) - count  # [L] index of each layer's first insert
-        slot = np.arange(len(new)) + np.repeat(self.n_rows - first, count)  # [a]
-        layers = np.arange(n_layers)
-        self._neuron[slot + np.repeat(layers * self.width, count)] = new - np.repeat(layers * self.n, count)
-        self._slot[new] = slot
+        row = np.repeat(self._row0 + self.n_rows - first, count)  # [a] flat row of each insert ...
+        row += arange(len(new))  # ... appended in order after the layer's last
+        self._neuron_in[row] = new
+        self._row_of[new] = row
         self.n_rows = self.n_rows + count
         return count.astype(np.int64)
 
 
-def _by_layer_then_slot(layer: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(layer, slot) pairs [h] sorted by layer, then slot: two stable radix passes (16-bit keys) when they fit."""
-    if len(slot) and max(int(slot.max()), int(layer.max())) < 1 << 16:
-        order = np.argsort(slot.astype(np.uint16), kind="stable")  # numpy sorts 16-bit keys by radix
-        order = order.take(np.argsort(layer.take(order).astype(np.uint16), kind="stable"))
-    else:
-        order = np.lexsort((slot, layer))
-    return layer.take(order), slot.take(order)
+def _sort_segments(values: np.ndarray, bounds: list[int]) -> np.ndarray:
+    """``values`` [h] int64 (< 2^31) sorted within each segment ``bounds[i] .. bounds[i + 1]`` (a layer's holes).
+    A few hundred entries per segment, as int32, sort several times faster than the whole int64 array."""
+    small = values.astype(np.int32)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi - lo > 1:
+            small[lo:hi].sort()
+    return small.astype(np.int64)
 
 
 def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:
