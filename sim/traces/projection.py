@@ -83,8 +83,7 @@ class ProjectedSource:
         self._src_start = np.searchsorted(np.sort(self.neurons), np.arange(base.d_ff))  # [F] first target per source
         self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
         self._cthr = self._code_thresholds()  # [L', F'] or None
-        # flat index layer * F + neuron of each target neuron's source value in one token [L' * F'] (one gather)
-        self._flat = (self.layers[:, None] * base.d_ff + self.neurons[None, :]).reshape(-1)
+        self._copies = None if self._cthr is None else self._copy_tables(self._cthr)
 
     def _projected(self, values: np.ndarray, l: int) -> np.ndarray:
         """values [T, L, F] of the source -> projected magnitudes of target layer l [T, F']."""
@@ -152,13 +151,49 @@ class ProjectedSource:
             return None
         return code_threshold(log8_table(**enc.params), self.thresholds[:, None] / self.gain[None, :])
 
+    def _copy_tables(self, cthr: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Tables of :meth:`_active_flat` from the code thresholds cthr [L', F'] (target j of layer l is active iff
+        code[s = neurons[j]] > cthr[l, j]):
+
+        * ``order`` [L' * F']: row l lists the targets grouped by source neuron (group s starts at
+          ``_src_start[s]``), within a group by cthr[l] ascending, so the active copies are a prefix of the group;
+        * ``count`` [L' * F * 256]: count[l, s, c] = #{j in group s: cthr[l, j] < c}, the prefix's length;
+        * ``lowest`` [L', F]: min cthr[l, j] over group s (no copy is active unless code > lowest);
+        * ``first`` [L' * F]: l * F' + _src_start[s], where group (l, s) starts in ``order``."""
+        n_src, most = self.base.d_ff, int(np.bincount(self.neurons).max())
+        count = np.empty((self.n_layers, n_src, 256), np.uint8 if most < 256 else np.uint16)
+        order = np.empty((self.n_layers, self.d_ff), np.int64)
+        lowest = np.full((self.n_layers, n_src), 255, np.int64)
+        for l in range(self.n_layers):
+            order[l] = np.lexsort((cthr[l], self.neurons))
+            hist = np.bincount(self.neurons * 257 + (cthr[l] + 1), minlength=n_src * 257).reshape(n_src, 257)
+            count[l] = np.cumsum(hist, axis=1)[:, :256]  # cthr + 1 <= c  <=>  cthr < c
+            np.minimum.at(lowest[l], self.neurons, cthr[l])
+        first = (np.arange(self.n_layers)[:, None] * self.d_ff + self._src_start[None, :]).reshape(-1)
+        return count.reshape(-1), order.reshape(-1), lowest, first
+
+    def _active_flat(self, codes: np.ndarray) -> np.ndarray:
+        """codes uint8 [T, L, F] -> int64 flat indices ``(t * L' + l) * F' + j`` of the active targets (unordered).
+
+        One count lookup per (token, target layer, source neuron) whose code lifts at least one copy, instead of a
+        comparison per target neuron; the active copies then come from ``order`` by repeat/cumsum."""
+        count, order, lowest, first = self._copies
+        n_src, per_token = self.base.d_ff, self.n_layers * self.base.d_ff
+        sel = codes[:, self.layers]  # [T, L', F] source codes of each target layer
+        e = np.flatnonzero(codes_above(sel, lowest))  # [E] entries t * L' F + l F + s with an active copy
+        row = e % per_token  # [E] l * F + s
+        c = count.take(row * 256 + sel.reshape(-1).take(e)).astype(np.int64)  # [E] active copies (>= 1)
+        pick = np.repeat(first.take(row) - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))  # [A] places in order
+        return np.repeat((e // n_src) * self.d_ff, c) + order.take(pick)
+
     def masks(self, start: int, stop: int) -> np.ndarray:
         check_range(self, start, stop)
         out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
-        if self._cthr is not None:  # compare stored codes: same masks, no decoding, one 1-byte gather
+        if self._cthr is not None and stop > start:  # stored codes against per-target code thresholds, not decoded
             codes = self.base.reader.read("ffn_act", start, stop, decoded=False)  # uint8 [T, L, F]
-            src = codes.reshape(stop - start, -1).take(self._flat, axis=1)  # [T, L' * F']
-            return codes_above(src.reshape(out.shape), self._cthr)  # [T, L', F']
+            out = np.zeros(out.shape, bool)
+            out.reshape(-1)[self._active_flat(codes)] = True
+            return out  # [T, L', F']
         values = self.base.values(start, stop)  # [T, L, F]
         for l in range(self.n_layers):
             out[:, l] = self._projected(values, l) > self.thresholds[l]
