@@ -43,32 +43,49 @@ def from_flat(flat: np.ndarray, n_layers: int, n: int) -> np.ndarray:
 
 
 @cache
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(popcount [65536] uint8, set-bit positions ascending [65536 * 16] uint8, row v = positions in v)."""
+def _positions() -> np.ndarray:
+    """[65536 * 16] uint8 set-bit positions ascending: row v (entries 16 v ..) lists the set bits of v, then zeros."""
     v = np.arange(1 << 16, dtype=np.uint32)
     bit = ((v[:, None] >> np.arange(16, dtype=np.uint32)) & 1).astype(bool)  # [65536, 16]
-    order = np.argsort(~bit, axis=1, kind="stable").astype(np.uint8)  # set positions first, ascending
-    return bit.sum(axis=1).astype(np.uint8), order.reshape(-1)
+    return np.argsort(~bit, axis=1, kind="stable").astype(np.uint8).reshape(-1)  # set positions first, ascending
+
+
+LUT_BITS = 20  # a key's low field: row of the positions table plus the rank in it, 16 v + r < 2^20
 
 
 def flat_indices(bits: np.ndarray, n: int) -> np.ndarray:
     """[L, nw] uint64 packed rows of n neurons -> sorted int64 flat indices ``l * n + i`` of the set bits.
 
-    Work: one pass over the 16-bit chunks (compare + compress) and a few passes over the set bits."""
-    popcount, positions = _tables()
+    Set bit j, the r-th of 16-bit chunk c (value v, bit 0 at flat index b), is ``b + positions[16 v + r]``. Its key
+    ``b << 20 | (16 v + r)`` is the chunk's rank-0 key plus r, i.e. the key of the chunk plus j minus the chunk's
+    first output index: so all keys come from one running sum over the bits (1 per bit, each chunk's first bit
+    jumping from the previous chunk's key) instead of expanding per-chunk values with np.repeat.
+    Work: one pass over the 16-bit chunks (compare + compress) and a few passes over the chunks and the set bits."""
     chunks = bits.reshape(-1).view(np.uint16)  # [L * 4 nw] (little-endian: chunk j holds bits 16 j ..)
     nz = np.flatnonzero(chunks) if len(chunks) < 4096 else np.compress(chunks != 0, arange(len(chunks)))
+    if len(nz) == 0:
+        return np.zeros(0, np.int64)
     vals = chunks.take(nz)  # [c]
-    count = popcount.take(vals)  # [c]
-    first = np.cumsum(count, dtype=np.int64)
-    total = int(first[-1]) if len(first) else 0
-    first -= count  # [c] index of each chunk's first set bit in the output
+    first = np.zeros(len(nz) + 1, np.int64)  # [c + 1] output index of each chunk's first set bit, then the total
+    np.cumsum(np.bitwise_count(vals), out=first[1:])
+    first, total = first[:-1], int(first[-1])
     row_chunks = bits.shape[1] * 4
-    base = nz * 16 - (nz // row_chunks) * (row_chunks * 16 - n)  # [c] flat index of each chunk's bit 0
-    out = np.repeat(base, count)  # [total]
-    lut = np.repeat(vals.astype(np.int64) * 16 - first, count)  # [total] row of the table, minus the rank base
-    lut += arange(total)
-    out += positions.take(lut)
+    key = nz * 16  # [c] flat index of each chunk's bit 0 ...
+    if row_chunks * 16 != n:
+        key -= (nz // row_chunks) * (row_chunks * 16 - n)  # ... less the padding bits of the rows before
+    key <<= LUT_BITS
+    key += vals.astype(np.int64) << 4
+    key -= first  # [c] rank-0 key minus the output index
+    step = np.empty(len(nz), np.int64)  # [c] the running sum's increment at each chunk's first bit
+    step[0] = key[0]
+    np.subtract(key[1:], key[:-1], out=step[1:])
+    step[1:] += 1
+    keys = np.ones(total, np.int64)  # [total]
+    keys[first] = step
+    np.cumsum(keys, out=keys)  # [total] key of every set bit
+    out = keys >> LUT_BITS
+    keys &= (1 << LUT_BITS) - 1
+    out += _positions().take(keys)
     return out
 
 
