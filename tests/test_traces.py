@@ -135,6 +135,40 @@ def test_missing_and_damaged_members(trace, tmp_path):
             r.read("q", 0, 40)
 
 
+def test_chunk_cache_reads_each_member_once_within_its_bound(trace):
+    path, _ = trace
+    with TraceReader(path, cache_bytes=0) as plain, TraceReader(path) as cached:
+        members = []
+        read = cached._zip.read
+        cached._zip.read = lambda name: members.append(name) or read(name)
+        for start, stop, decoded in [(0, 40, False), (10, 70, True), (0, 100, False), (5, 99, True), (33, 34, True)]:
+            for field in ("ffn_act", "mlp_in", "k"):
+                got = cached.read(field, start, stop, decoded=decoded)
+                np.testing.assert_array_equal(got, plain.read(field, start, stop, decoded=decoded))
+                one_chunk = start // 32 == (stop - 1) // 32
+                assert got.flags.writeable != one_chunk  # a view of the cache is read-only, a concatenation a copy
+        assert len(members) == len(set(members)) == 4 * 3  # each chunk of each field decompressed once
+        assert len(plain._cache) == 1  # cache_bytes=0 keeps just the chunk read last
+        small = TraceReader(path, cache_bytes=30_000)
+        for field in ("ffn_act", "mlp_in", "q", "k"):
+            small.read(field, 0, 100, decoded=True)
+            assert small._cached_bytes <= 30_000 or len(small._cache) == 1
+
+
+def test_cached_chunks_do_not_hide_a_corrupt_one(trace, tmp_path):
+    path, _ = trace
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(tmp_path / "bad.trace", "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(item, data[:-7] if item.filename == "chunks/000002/ffn_act.npy" else data)
+    with TraceReader(tmp_path / "bad.trace") as r:
+        first = r.read("ffn_act", 0, 64, decoded=False).copy()
+        for decoded in (False, True, False):
+            with pytest.raises(TraceError, match=r"bad\.trace: member chunks/000002/ffn_act\.npy is corrupt"):
+                r.read("ffn_act", 50, 70, decoded=decoded)
+        np.testing.assert_array_equal(r.read("ffn_act", 0, 64, decoded=False), first)
+
+
 def test_validate_against_names_every_mismatch(trace):
     path, _ = trace
     with TraceReader(path) as r:

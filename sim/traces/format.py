@@ -6,10 +6,12 @@ A trace is one zip archive (see traces/README.md, section FORMAT):
   chunks/000000/ffn_act.npy         one .npy member per chunk and field, each compressed (zip LZMA/deflate)
   chunks/000000/token_id.npy        ...
 
-Field arrays are token-major: ``[n_tokens_in_chunk, *per_token_shape]``. The reader never holds more
-than one chunk per field in memory, so traces of any length stream. Every problem with a file (missing,
-not a zip, truncated, bad JSON, wrong version, missing member, shape mismatch) is a one-line
-:class:`~sim.errors.TraceError` naming the file and what is wrong.
+Field arrays are token-major: ``[n_tokens_in_chunk, *per_token_shape]``. The reader keeps the chunks it
+read last in a least-recently-used cache bounded by ``cache_bytes`` (default :data:`CACHE_BYTES`, at least the
+one chunk just read), so a run that reads a chunk again (calibration, then the masks) decompresses it once, and
+traces of any length still stream; a read inside one chunk returns a read-only view of that cache. Every
+problem with a file (missing, not a zip, truncated, bad JSON, wrong version, missing member, shape mismatch) is
+a one-line :class:`~sim.errors.TraceError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,6 +34,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_DIMS = ("n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "head_dim")
 TOKEN_FIELDS = ("token_id", "position", "task_id", "context_id")
+CACHE_BYTES = 256 * 2**20  # a reader's chunk cache: ~20 stored ffn_act chunks of the SmolLM2 trace (11.8 MB each)
 COMPRESSION = {"lzma": zipfile.ZIP_LZMA, "deflate": zipfile.ZIP_DEFLATED, "stored": zipfile.ZIP_STORED}
 
 # field -> (per-token dims named after model shapes, decoded dtype, default encoding)
@@ -142,8 +146,8 @@ class TraceWriter:
 class TraceReader:
     """Read a trace written by :class:`TraceWriter` (or by ``python -m sim trace capture``)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, cache_bytes: int = CACHE_BYTES):
+        self.path, self.cache_bytes = Path(path), int(cache_bytes)
         if not self.path.is_file():
             self._fail("no such file (make one with `python -m sim trace capture`, see traces/README.md)")
         try:
@@ -152,7 +156,8 @@ class TraceReader:
             self._fail(f"not a readable trace archive, truncated or corrupt ({err})")
         self.manifest = self._read_manifest()
         self._check_members()
-        self._cache: dict[tuple[str, bool], tuple[int, np.ndarray]] = {}
+        self._cache: OrderedDict[tuple[int, str, bool], dict[str, np.ndarray]] = OrderedDict()  # LRU first
+        self._cached_bytes = 0
 
     def _fail(self, what: str) -> NoReturn:
         raise TraceError(f"trace {self.path}: {what}")
@@ -219,27 +224,50 @@ class TraceReader:
         except (KeyError, TypeError, ValueError) as err:
             self._fail(f"{MANIFEST}: field {field} has a bad encoding ({err})")
 
-    def _chunk(self, chunk: int, field: str, decoded: bool = True) -> np.ndarray:
-        if field not in self.manifest["fields"]:
-            self._fail(f"has no field {field!r} (fields: {', '.join(self.fields)})")
-        cached = self._cache.get((field, decoded))
-        if cached is not None and cached[0] == chunk:
-            return cached[1]
-        spec = self.manifest["fields"][field]
-        enc, name, stored = self._encoding(field), member_name(chunk, field), {}
+    def _cached(self, key: tuple[int, str, bool], make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The arrays under ``key`` from the LRU cache, else ``make()`` them (made read-only) and evict the least
+        recently used entries until the cache holds at most ``cache_bytes`` (or only this entry)."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        arrays = make()
+        for a in arrays.values():
+            a.flags.writeable = False
+        self._cache[key] = arrays
+        self._cached_bytes += sum(a.nbytes for a in arrays.values())
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            self._cached_bytes -= sum(a.nbytes for a in self._cache.popitem(last=False)[1].values())
+        return arrays
+
+    def _stored(self, chunk: int, field: str) -> dict[str, np.ndarray]:
+        """{suffix: stored array} of one chunk's members of ``field`` (decompressed, not decoded)."""
+        enc, stored = self._encoding(field), {}
+        name = member_name(chunk, field)
         try:
             for suffix in ("", *enc.members):
                 name = member_name(chunk, field, suffix)
                 stored[suffix] = np.lib.format.read_array(io.BytesIO(self._zip.read(name)), allow_pickle=False)
         except Exception as err:  # zlib/lzma/CRC/npy header errors all mean the same thing here
             self._fail(f"member {name} is corrupt ({type(err).__name__}: {err})")
-        shape = spec["shape"]
-        values = enc.decode(stored, shape[-1] if shape else 0) if decoded else stored[""]
+        return stored
+
+    def _decoded(self, chunk: int, field: str) -> dict[str, np.ndarray]:
+        """{"": decoded values} of one chunk of ``field``, decoded from the (cached) stored arrays."""
+        stored = self._cached((chunk, field, False), lambda: self._stored(chunk, field))
+        shape = self.manifest["fields"][field]["shape"]
+        values = self._encoding(field).decode(stored, shape[-1] if shape else 0)
         start, stop = self.chunks[chunk]
-        if decoded and list(values.shape) != [stop - start, *shape]:
+        if list(values.shape) != [stop - start, *shape]:
+            name = member_name(chunk, field)
             self._fail(f"member {name} has shape {list(values.shape)}, manifest says {[stop - start, *shape]}")
-        self._cache[(field, decoded)] = (chunk, values)
-        return values
+        return {"": values}
+
+    def _chunk(self, chunk: int, field: str, decoded: bool = True) -> np.ndarray:
+        if field not in self.manifest["fields"]:
+            self._fail(f"has no field {field!r} (fields: {', '.join(self.fields)})")
+        make = (lambda: self._decoded(chunk, field)) if decoded else (lambda: self._stored(chunk, field))
+        return self._cached((chunk, field, decoded), make)[""]
 
     def iter_chunks(self, fields: list[str] | None = None, start: int = 0, stop: int | None = None,
                     decoded: bool = True) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
