@@ -22,7 +22,7 @@ import sim.engine.simulate as simulate
 from sim.config.experiment import load_experiment
 from sim.config.hardware import FlashSpec, LinkSpec, MemorySpec, ProcessorSpec
 from sim.devices import Devices, FairShare, Flash, Link, Memory, Op, Processor, build_devices
-from sim.devices.extents import merge_in_order, merge_many
+from sim.devices.extents import MAX_MULTIPLE, length_histogram, merge_in_order, merge_many
 from sim.engine.atomic import _delay_to, timeout_at
 from sim.engine.decode import run_token
 from sim.engine.plan import LayerPlan, Transfer
@@ -373,3 +373,23 @@ def test_merge_in_order_gives_the_requests_of_merge_many():
                 assert np.array_equal(found[0], lengths)
                 assert np.array_equal(found[1], np.bincount(seg, minlength=sizes.size))
     assert 1000 < applied < 4000  # it applies to most, not all
+
+
+@pytest.mark.parametrize("kind", ["bundle-runs", "any", "few-odd", "long-runs"])
+def test_length_histogram_counts_each_batchs_lengths(kind):
+    """Every batch's count of every distinct length, against counting each batch alone: multiples of the shortest
+    (the bincount path), arbitrary lengths and multiples past MAX_MULTIPLE (the np.unique path), empty batches."""
+    rng = np.random.default_rng(len(kind))
+    for _ in range(300):
+        counts = rng.integers(0, 9, int(rng.integers(1, 6)))
+        draw = {
+            "bundle-runs": lambda m: rng.integers(1, 4, m) * 16384,
+            "any": lambda m: rng.integers(1, 100, m),
+            "few-odd": lambda m: rng.choice([5, 7, 5000], m),
+            "long-runs": lambda m: rng.choice([1, 2, MAX_MULTIPLE + 1], m) * 3,
+        }[kind]
+        lengths = draw(int(counts.sum())).astype(np.int64)
+        values, hist = length_histogram(lengths, counts)
+        assert values.tolist() == np.unique(lengths).tolist()
+        batches = np.split(lengths, np.cumsum(counts)[:-1])
+        assert hist.tolist() == [[int((b == v).sum()) for v in values] for b in batches]

@@ -88,28 +88,58 @@ def merge_in_order(ext: np.ndarray, sizes: np.ndarray, merge: bool) -> tuple[np.
     (then an extent joins the previous one's request exactly when it starts where that one ends, and a batch's
     first extent always starts a request). Offsets and lengths must already be checked >= 0."""
     length = ext[:, 1]  # [N]
-    if not (length > 0).all():
+    if length.size and length.min() == 0:
         return None
-    if not merge or length.size == 0:
+    if not merge or length.size < 2:
         return length, sizes
     off = ext[:, 0]  # [N]
     end = off + length  # [N]
     starts = np.cumsum(sizes) - sizes  # [B] first extent of each batch
-    inner = starts[(starts > 0) & (starts < off.size)]  # batch starts after the first extent
-    ordered = off[1:] >= end[:-1]  # [N - 1] each extent starts at or after the previous one's end
-    ordered[inner - 1] = True  # ... within a batch
-    if not ordered.all():
+    gap = off[1:] - end[:-1]  # [N - 1] bytes from the previous extent's end to this one's start
+    gap[starts[(starts > 0) & (starts < off.size)] - 1] = 1  # a batch's first extent starts a request regardless
+    if gap.min() < 0:  # out of order or overlapping
         return None
-    first = np.empty(off.size, dtype=bool)  # [N] starts a request: a gap before it, or a new batch
-    first[0] = True
-    np.greater(off[1:], end[:-1], out=first[1:])
-    first[inner] = True
-    if first.all():  # nothing merges
+    after_gap = np.flatnonzero(gap > 0)  # [M - 1]
+    begin = np.zeros(1 + after_gap.size, np.int64)  # [M] first extent of each request: extent 0 and each one
+    np.add(after_gap, 1, out=begin[1:])  # after a gap
+    if begin.size == off.size:  # nothing merges
         return length, sizes
-    last = np.empty_like(first)  # [N] ends a request: the next extent starts one
-    last[:-1] = first[1:]
-    last[-1] = True
-    lengths = end[last]  # [M]
-    lengths -= off[first]
-    counts = np.diff(np.searchsorted(np.flatnonzero(first), np.append(starts, off.size)))  # [B]
+    last = np.append(after_gap, off.size - 1)  # [M] last extent of each request
+    lengths = end.take(last)
+    lengths -= off.take(begin)
+    counts = np.diff(np.searchsorted(begin, np.append(starts, off.size)))  # [B]
     return lengths, counts
+
+
+MAX_MULTIPLE = 64  # other request lengths that are all multiples k <= this of the shortest are counted by k
+
+
+def length_histogram(lengths: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct request lengths and how many of each every batch has: lengths [M] int64 > 0 of B batches back to
+    back (``counts`` [B] requests each) -> (values [U] int64 ascending, hist [B, U] int64).
+
+    A policy's neuron reads are mostly one bundle long (the shortest), the rest runs of adjacent bundles merged:
+    one pass finds the requests longer than the shortest, and only those R are counted by batch and length (by
+    their multiple of the shortest, else with np.unique, a sort of R)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if lengths.size == 0:
+        return np.zeros(0, np.int64), np.zeros((counts.size, 0), np.int64)
+    unit = lengths.min()
+    other = np.flatnonzero(lengths != unit)  # [R]
+    longer = lengths.take(other)  # [R]
+    k = longer // unit
+    multiples = k.size and int(k.max()) <= MAX_MULTIPLE and (k * unit == longer).all()
+    if multiples:  # column k: k * unit
+        width, shortest = MAX_MULTIPLE + 1, 1
+    else:  # column 0: unit, column 1 + i: the i-th longer length
+        longer_values, k = np.unique(longer, return_inverse=True)
+        width, shortest = longer_values.size + 1, 0
+        k += 1
+    batch = np.searchsorted(np.cumsum(counts), other, side="right")  # [R] batch of each longer request
+    batch *= width
+    batch += k
+    hist = np.bincount(batch, minlength=counts.size * width).reshape(counts.size, width)  # [B, width]
+    hist[:, shortest] = counts - hist.sum(axis=1)
+    used = np.flatnonzero(hist.any(axis=0))  # [U]
+    values = used * unit if multiples else np.concatenate([[unit], longer_values])[used]
+    return values.astype(np.int64, copy=False), hist[:, used]

@@ -21,7 +21,7 @@ import numpy as np
 import simpy
 
 from sim.config.hardware import FlashSpec
-from sim.devices.extents import merge_in_order, merge_many, merged, unmerged
+from sim.devices.extents import length_histogram, merge_in_order, merge_many, merged, unmerged
 from sim.devices.fairshare import FairShare
 from sim.stats.recorder import Recorder
 
@@ -36,6 +36,7 @@ class ReadResult:
 
 
 MEMO_MAX_EXTENTS = 16  # batches of at most this many extents have their service time memoised
+MAX_LENGTH_COLUMNS = 64  # more distinct request lengths: each batch's seconds summed on its own
 
 
 class Flash:
@@ -103,27 +104,41 @@ class Flash:
         key = (ext.tobytes(), queue_depth, merge) if ext.shape[0] <= MEMO_MAX_EXTENTS else None
         found = self._memo.get(key) if key else None
         if found is None:
-            found = self._service((merged(ext)[1] if merge else unmerged(ext)).astype(float), queue_depth)
+            found = self._service(merged(ext)[1] if merge else unmerged(ext), queue_depth)
             if key and len(self._memo) < 1024:
                 self._memo[key] = found
         return found
 
     def _service(self, lengths: np.ndarray, queue_depth: int | None) -> tuple[float, int, float]:
-        """lengths [m] of the merged requests (all > 0) -> (transfer seconds, m, bytes)."""
+        """lengths [m] int64 of the merged requests (all > 0) -> (transfer seconds, m, bytes)."""
         n = int(lengths.size)
         if n == 0:
             return 0.0, 0, 0.0
         qd = min(self.spec.max_queue_depth, n) if queue_depth is None else queue_depth
         if not qd > 0:
             raise ValueError(f"{self.name}: chunk_bytes and queue_depth(={qd!r}) must be > 0")
-        transfer_s = float(np.sum(lengths / self._throughput(lengths, float(qd))))
-        return transfer_s, n, float(lengths.sum())
+        values, hist = length_histogram(lengths, np.array([n]))  # [U], [1, U]
+        return float(self._seconds(values, hist, float(qd))[0]), n, float(hist[0] @ values)
+
+    def _seconds(self, values: np.ndarray, hist: np.ndarray, queue_depth: float) -> np.ndarray:
+        """[B] transfer seconds of B batches holding hist [B, U] requests of each length values [U] (ascending) at
+        ``queue_depth``: per batch, the running sum in ascending length of count * (length / throughput) -- a
+        batch's float depends on its own requests only (a length it lacks adds an exact 0.0), whichever batches
+        are priced with it."""
+        per = values / self._throughput(values.astype(float), queue_depth)  # [U] seconds of one request
+        if hist.shape[0] == 1 or per.size > MAX_LENGTH_COLUMNS:
+            return np.array([np.cumsum(row * per)[-1] if per.size else 0.0 for row in hist])  # (cumsum: in order)
+        out = np.zeros(hist.shape[0])  # [B]
+        for u in range(per.size):
+            out += hist[:, u] * per[u]
+        return out
 
     def price(self, batches: list[np.ndarray], merge: bool = True) -> list[tuple[float, int, float]]:
         """(transfer seconds, requests, bytes) of each of several read batches, as :meth:`read` would price them
-        one by one (same floats: the same elementwise throughput and one ``np.sum`` per batch), in a few
-        vectorised passes over all of them. Batches of [n, 2] int64 extents; queue depth from each batch.
-        Small batches (whole ops, read again every token) come from the memo of :meth:`_transfer` instead."""
+        one by one (same floats: a batch's seconds come from its own request lengths, :meth:`_seconds`), in a few
+        vectorised passes over all of them (the throughput curve once per distinct request length). Batches of
+        [n, 2] int64 extents; queue depth from each batch. Small batches (whole ops, read again every token) come
+        from the memo of :meth:`_transfer` instead."""
         small = [i for i, b in enumerate(batches) if b.shape[0] <= MEMO_MAX_EXTENTS]
         if small:
             large = [i for i, b in enumerate(batches) if b.shape[0] > MEMO_MAX_EXTENTS]
@@ -143,25 +158,19 @@ class Flash:
         if found is None:
             lengths, seg = merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
             found = lengths, np.bincount(seg, minlength=len(batches))
-        lengths, counts = found[0], found[1].tolist()  # [M] request lengths, [B] requests per batch
-        bounds = np.zeros(len(batches) + 1, dtype=np.int64)  # [B + 1] first request of each batch
-        np.cumsum(counts, out=bounds[1:])
-        total = np.zeros(lengths.size + 1, dtype=np.int64)  # [M + 1] bytes before each request
-        np.cumsum(lengths, out=total[1:])
-        nbytes = (total[bounds[1:]] - total[bounds[:-1]]).tolist()  # [B] exact: the float sum of integers < 2^53
-        bounds = bounds.tolist()
-        lengths = lengths.astype(float)
+        lengths, counts = found  # [M] request lengths grouped by batch, [B] requests per batch
+        values, hist = length_histogram(lengths, counts)  # [U], [B, U]
+        nbytes = (hist @ values).tolist()  # [B] exact integers
         qd_max = self.spec.max_queue_depth
-        if lengths.size:  # [M] seconds of each request at full queue depth (elementwise: as batch by batch)
-            secs = lengths / self._throughput(lengths, float(qd_max))
+        seconds = self._seconds(values, hist, float(qd_max)).tolist()  # [B] at full queue depth
         out = []
-        for b, n in enumerate(counts):
+        for b, n in enumerate(counts.tolist()):
             if n == 0:
                 out.append((0.0, 0, 0.0))
                 continue
-            lo, hi = bounds[b], bounds[b + 1]
-            s = secs[lo:hi] if n >= qd_max else lengths[lo:hi] / self._throughput(lengths[lo:hi], float(n))
-            out.append((float(s.sum()), n, float(nbytes[b])))  # s.sum() is np.sum(s): one pairwise sum per batch
+            if n < qd_max:  # fewer requests than the host keeps outstanding: its own queue depth
+                seconds[b] = float(self._seconds(values, hist[b : b + 1], float(n))[0])
+            out.append((seconds[b], n, float(nbytes[b])))
         return out
 
     def read_priced(self, priced: tuple[float, int, float], tag: str = "read") -> simpy.Event:
