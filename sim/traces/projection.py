@@ -29,6 +29,8 @@ from sim.traces.source import TraceSource, check_range
 # LLM in a Flash (arXiv 2312.11514) Table 6, OPT-6.7B: 1-based layer -> active fraction; published mean 3.30%.
 OPT_6_7B_TABLE6 = {"points": {1: 0.0156, 16: 0.0266, 32: 0.0536}, "mean": 0.0330, "n_layers": 32}
 
+BLOCK_TOKENS = 64  # masks() works through this many tokens at a time (its index arrays: ~1M entries for OPT-6.7B)
+
 
 def layer_map(n_src: int, n_dst: int) -> np.ndarray:
     """[n_dst] source layer of each target layer: round(l' * (L - 1) / (L' - 1))."""
@@ -94,7 +96,8 @@ class ProjectedSource:
         if self.base.reader.encoding("ffn_act").kind == "log8":  # same numbers from the codes' top values
             codes = self.base.reader.read("ffn_act", 0, n, decoded=False)  # uint8 [n, L, F]
             table = log8_table(**self.base.reader.encoding("ffn_act").params)
-            return np.array([self._top_quantile(codes[:, self.layers[l]], table, l) for l in range(self.n_layers)])
+            columns = (np.ascontiguousarray(codes[:, self.layers[l]]) for l in range(self.n_layers))  # [n, F] each
+            return np.array([self._top_quantile(c, table, l) for l, c in enumerate(columns)])
         values = self.base.values(0, n)  # [n, L, F]
         return np.array([np.quantile(self._projected(values, l), 1.0 - self.density[l]) for l in range(self.n_layers)])
 
@@ -110,7 +113,10 @@ class ProjectedSource:
         need = size - prev  # values at ranks prev .. size - 1 (ascending)
         if need > size // 4:  # dense layers: the plain quantile is as cheap
             return float(np.quantile(table[codes][:, self.neurons] * self.gain, q))
-        hist = np.bincount((np.arange(n_src) * 256 + codes).reshape(-1), minlength=n_src * 256).reshape(n_src, 256)
+        e = np.flatnonzero(codes != 0)  # [E] t * F + s of the nonzero codes (keep_top leaves most codes 0)
+        src, code = e % n_src, codes.reshape(-1).take(e)  # [E]
+        hist = np.bincount(src * 256 + code, minlength=n_src * 256).reshape(n_src, 256)
+        hist[:, 0] = n_tok - hist.sum(axis=1)  # [F, 256] tokens with each code per source neuron
         at_least = np.zeros((n_src, 257), np.int64)  # [F, 257] tokens with code >= c per source neuron (c = 256: 0)
         at_least[:, :256] = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
         copies = np.bincount(self.neurons, minlength=n_src)  # [F] target neurons per source neuron
@@ -121,10 +127,11 @@ class ProjectedSource:
         order = np.lexsort((lowest, self.neurons))  # [F'] targets by source neuron, then by lowest code
         reach = np.bincount(self.neurons * 257 + lowest, minlength=n_src * 257).reshape(n_src, 257)
         reach = np.cumsum(reach, axis=1)  # [F, 257] targets of each source neuron that a code c may lift to x0
-        may = reach.take(codes.astype(np.int64) + np.arange(n_src) * 257) > 0  # [n, F] entries that may reach x0
-        t, src = np.nonzero(may)  # [E]
-        code = codes[t, src]
-        count = reach[src, code]  # [E] how many of the entry's targets (a prefix of ``order``'s group) may reach x0
+        if reach[:, 0].any():  # x0 so small that code 0 may reach it: every entry counts
+            src, code = np.tile(np.arange(n_src), n_tok), codes.reshape(-1)
+        count = reach.reshape(-1).take(src * 257 + code)  # [E] how many of the entry's targets may reach x0 (a
+        keep = np.flatnonzero(count)  # prefix of ``order``'s group); entries without any are dropped
+        src, code, count = src.take(keep), code.take(keep), count.take(keep)
         first = self._src_start[src]  # [E] each entry's first target in ``order``
         pick = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
         target = order[pick]  # [C] target neurons of each entry
@@ -138,6 +145,7 @@ class ProjectedSource:
         """Bisect (geometrically, 10 steps) for a large x with at least ``need`` values table[c] * g >= x, given
         count(lo) >= need > count(hi); counts from at_least [F, 257] (tokens with code >= c per source neuron)."""
         flat, gain = self.neurons * 257, self.gain.astype(np.float64)  # [F'] row of each target's source in at_least
+        table = table.astype(np.float64)  # what searchsorted compares float64 values with anyway (cast once)
         for _ in range(10):
             mid = float(np.sqrt(lo * hi)) if lo > 0 else hi / 2
             count = at_least.reshape(-1).take(flat + np.searchsorted(table, mid / gain)).sum()  # values >= mid
@@ -188,12 +196,13 @@ class ProjectedSource:
 
     def masks(self, start: int, stop: int) -> np.ndarray:
         check_range(self, start, stop)
-        out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
-        if self._cthr is not None and stop > start:  # stored codes against per-target code thresholds, not decoded
-            codes = self.base.reader.read("ffn_act", start, stop, decoded=False)  # uint8 [T, L, F]
-            out = np.zeros(out.shape, bool)
-            out.reshape(-1)[self._active_flat(codes)] = True
+        if self._cthr is not None:  # stored codes against per-target code thresholds, not decoded
+            out = np.zeros((stop - start, self.n_layers, self.d_ff), bool)
+            for lo in range(start, stop, BLOCK_TOKENS):  # blocks keep the index temporaries small (~10 MB)
+                codes = self.base.reader.read("ffn_act", lo, min(lo + BLOCK_TOKENS, stop), decoded=False)  # [b, L, F]
+                out[lo - start : lo - start + len(codes)].reshape(-1)[self._active_flat(codes)] = True
             return out  # [T, L', F']
+        out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
         values = self.base.values(start, stop)  # [T, L, F]
         for l in range(self.n_layers):
             out[:, l] = self._projected(values, l) > self.thresholds[l]
