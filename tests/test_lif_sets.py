@@ -111,6 +111,24 @@ def test_matrix_rows_and_moves_match_the_list_reference(case):
         assert (mat.resident == step.resident).all()
 
 
+def test_matrix_wider_than_int16_rows_matches_the_list_reference():
+    """Matrices of 2^15 rows or more keep their rows as int32 (else int16): the same moves and rows."""
+    n, n_layers = 40000, 2
+    rng = np.random.default_rng(4)
+    win, mat = SlidingWindow(n_layers, n, 2), NeuronMatrix(n, np.full(n_layers, n), row_bytes=1.0)
+    assert mat._slot.dtype == np.int32
+    ref: list[list[int]] = [[] for _ in range(n_layers)]
+    for density in (0.9, 0.5, 0.95, 0.2):
+        step = win.step(rng.random((n_layers, n)) < density)
+        got = mat.step_flat(step.load_flat(), step.evict_flat())
+        load, evict = step.load, step.evict
+        moves = [_reference_matrix_step(ref[l], np.flatnonzero(load[l]).tolist(), set(np.flatnonzero(evict[l])))
+                 for l in range(n_layers)]  # fmt: skip
+        assert got.moves.tolist() == moves and max(got.n_rows) >= 2**15
+        for layer in range(n_layers):
+            assert mat.neuron_at[layer, : mat.n_rows[layer]].tolist() == ref[layer]
+
+
 # ---- mask stream replay ---------------------------------------------------------------------------------
 class _Source:
     def __init__(self, masks):

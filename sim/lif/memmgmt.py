@@ -34,23 +34,22 @@ class MemStep:
 
 
 class NeuronMatrix:
-    """Row order of all layers in two flat arrays: ``_row_of`` [L * n] int32 holds each neuron's matrix row as a flat
-    row ``layer * width + slot`` (-1: absent) and ``_neuron_in`` [L * width] int64 each row's flat neuron ``layer *
-    n + neuron`` (rows at or past a layer's ``n_rows`` are stale), so a step is a few gathers and scatters over the
-    changed neurons (no [L, n] pass, no per-element layer arithmetic). ``slot_of`` / ``neuron_at`` show them per
-    layer. (numpy scatters fast only with int64 indices and values of the target's dtype, hence the casts; the
-    big neuron -> row array stays int32, half the cache lines its random accesses touch.)"""
+    """Row order of all layers in two flat arrays: ``_slot`` [L * n] holds each neuron's row in its layer's matrix
+    (-1: absent; int16 while the matrices are narrower than 2^15 rows, else int32: half or a quarter of the cache
+    lines its random gathers and scatters touch) and ``_neuron_in`` [L * width] int64 each flat row's (``layer *
+    width + slot``) flat neuron ``layer * n + neuron`` (rows at or past a layer's ``n_rows`` are stale), so a step is
+    a few gathers and scatters over the changed neurons (no [L, n] pass). ``slot_of`` / ``neuron_at`` show them per
+    layer. (numpy scatters fast only with int64 indices and values of the target's dtype, hence the casts.)"""
 
     def __init__(self, n_neurons: int, capacity_rows: np.ndarray, row_bytes: float):
         self.capacity = np.asarray(capacity_rows, dtype=np.int64)  # [L]
         if self.capacity.ndim != 1 or (self.capacity < 0).any() or (self.capacity > n_neurons).any():
             raise ValueError(f"capacity_rows must be [L] in 0..{n_neurons} (got {capacity_rows!r})")
         n_layers, width = len(self.capacity), int(self.capacity.max(initial=0))
-        if n_layers * n_neurons >= 2**31:
-            raise ValueError(f"{n_layers} layers x {n_neurons} neurons do not fit the matrix's int32 row index")
         self.row_bytes = float(row_bytes)
         self.n, self.width = n_neurons, width
-        self._row_of = np.full(n_layers * n_neurons, -1, np.int32)  # [L * n] flat row of each neuron, -1: absent
+        self._slot_dtype = np.int16 if width < 2**15 else np.int32
+        self._slot = np.full(n_layers * n_neurons, -1, self._slot_dtype)  # [L * n] row of each neuron in its layer
         self._neuron_in = np.full(n_layers * width, -1, np.int64)  # [L * width] flat neuron in each row
         self._row0 = np.arange(n_layers, dtype=np.int64) * width  # [L] flat row of each layer's slot 0
         self.n_rows = np.zeros(n_layers, np.int64)  # [L]
@@ -67,8 +66,7 @@ class NeuronMatrix:
     @property
     def slot_of(self) -> np.ndarray:
         """[L, n] int64 row of each neuron in its layer's matrix, -1: absent (a fresh array)."""
-        row = self._row_of.reshape(len(self.n_rows), self.n)
-        return np.where(row >= 0, row - self._row0[:, None], -1)
+        return self._slot.reshape(len(self.n_rows), self.n).astype(np.int64)  # [L, n]
 
     @property
     def neuron_at(self) -> np.ndarray:
@@ -86,12 +84,12 @@ class NeuronMatrix:
     def step_flat(self, new: np.ndarray, gone: np.ndarray) -> MemStep:
         """As :meth:`step` with flat indices ``layer * n + neuron``: delete ``gone`` [d], then append ``new`` [a]
         (both distinct and ascending)."""
-        row = self._row_of.take(gone)  # [d] flat rows
-        if len(gone) and row.min() < 0:
-            layer, neuron = divmod(int(gone[np.argmax(row < 0)]), self.n)  # the first offending, row-major
+        slot = self._slot.take(gone)  # [d] rows in their layers
+        if len(gone) and slot.min() < 0:
+            layer, neuron = divmod(int(gone[np.argmax(slot < 0)]), self.n)  # the first offending, row-major
             raise ValueError(f"layer {layer}: cannot delete neuron {neuron}: it is not resident")
-        moves = self._delete(gone, row, self._per_layer(gone))
-        present = self._row_of.take(new)  # [a] -1 unless resident
+        moves = self._delete(gone, slot, self._per_layer(gone))
+        present = self._slot.take(new)  # [a] -1 unless resident
         if len(new) and present.max() >= 0:
             layer, neuron = divmod(int(new[np.argmax(present >= 0)]), self.n)
             raise ValueError(f"layer {layer}: cannot insert neuron {neuron}: it is already resident")
@@ -102,30 +100,32 @@ class NeuronMatrix:
         """[L] int64 entries of the ascending flat indices in each layer."""
         return np.diff(np.searchsorted(flat, np.arange(len(self.n_rows) + 1) * self.n))
 
-    def _delete(self, gone: np.ndarray, row: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """Delete the neurons at flat indices ``gone`` [d] (ascending) whose flat rows are ``row`` [d]; count [L]
+    def _delete(self, gone: np.ndarray, slot: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Delete the neurons at flat indices ``gone`` [d] (ascending) whose rows are ``slot`` [d]; count [L]
         of them per layer. Returns [L] int64 rows moved.
 
         Work is O(d): only the deleted rows and the d_l rows of each layer's tail [new_n, n_rows) are touched.
         Holes (deleted rows below the new end, ascending) are filled by the tail's surviving rows, last first.
         """
-        end = self._row0 + self.n_rows  # [L] flat row past each layer's last
-        below = row < np.repeat(end - count, count)  # [d] holes; the other deleted rows are in the tail
+        new_n = self.n_rows - count  # [L]
+        below = slot < np.repeat(new_n, count)  # [d] holes; the other deleted rows are in the tail
         bounds = np.zeros(len(count) + 1, np.int64)  # [L + 1] first of each layer in gone
         np.cumsum(count, out=bounds[1:])
         before = np.zeros(len(gone) + 1, np.int64)  # [d + 1] holes before each deleted neuron
         np.cumsum(below, out=before[1:])
         hole_bounds = before[bounds]  # [L + 1] first of each layer's holes
-        holes32 = _sort_segments(np.compress(below, row), hole_bounds.tolist())  # [h] int32 per layer ascending
-        holes = holes32.astype(np.int64)
-        self._row_of[gone] = -1
-        tail = np.repeat(end - 1 + bounds[:-1], count) - arange(len(gone))  # [d] tail rows, per layer last first
+        moves = np.diff(hole_bounds)  # [L]
+        hole_slot = _sort_segments(np.compress(below, slot), hole_bounds.tolist())  # [h] per layer ascending
+        holes = np.repeat(self._row0, moves)
+        holes += hole_slot
+        self._slot[gone] = -1
+        tail = np.repeat(self._row0 + self.n_rows - 1 + bounds[:-1], count) - arange(len(gone))  # [d] last first
         tail_neuron = self._neuron_in.take(tail)  # [d] flat neurons
-        movers = np.compress(self._row_of.take(tail_neuron) >= 0, tail_neuron)  # [h] surviving tail rows
+        movers = np.compress(self._slot.take(tail_neuron) >= 0, tail_neuron)  # [h] surviving tail rows
         self._neuron_in[holes] = movers  # holes ascending, movers last first: per layer one mover per hole
-        self._row_of[movers] = holes32
-        self.n_rows = self.n_rows - count
-        return np.diff(hole_bounds)
+        self._slot[movers] = hole_slot
+        self.n_rows = new_n
+        return moves
 
     def _append(self, new: np.ndarray, count: np.ndarray) -> np.ndarray:
         """Append the neurons at flat indices ``new`` (ascending; count [L] per layer) at the end of their layers."""
@@ -135,17 +135,17 @@ class NeuronMatrix:
             need = int(self.n_rows[lay] + count[lay])
             raise ValueError(f"layer {lay}: {need} resident neurons exceed the preallocated {self.capacity[lay]} rows")
         first = np.cumsum(count) - count  # [L] index of each layer's first insert
-        row = np.repeat(self._row0 + self.n_rows - first, count)  # [a] flat row of each insert ...
-        row += arange(len(new))  # ... appended in order after the layer's last
-        self._neuron_in[row] = new
-        self._row_of[new] = row.astype(np.int32)
+        slot = np.repeat(self.n_rows - first, count)  # [a] row of each insert in its layer ...
+        slot += arange(len(new))  # ... appended in order after the layer's last
+        self._neuron_in[slot + np.repeat(self._row0, count)] = new
+        self._slot[new] = slot.astype(self._slot_dtype)
         self.n_rows = self.n_rows + count
         return count.astype(np.int64)
 
 
 def _sort_segments(values: np.ndarray, bounds: list[int]) -> np.ndarray:
-    """``values`` [h] int32 sorted in place within each segment ``bounds[i] .. bounds[i + 1]`` (a layer's holes): a
-    few hundred entries at a time sort several times faster than the whole array (and int32 faster than int64)."""
+    """``values`` [h] sorted in place within each segment ``bounds[i] .. bounds[i + 1]`` (a layer's holes): a few
+    hundred entries at a time sort several times faster than the whole array."""
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         if hi - lo > 1:
             values[lo:hi].sort()
