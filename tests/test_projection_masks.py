@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.traces.encoding import Encoding, codes_above, log8
+from sim.traces.encoding import Encoding, codes_above, log8, log8_table
 from sim.traces.format import TraceWriter
 from sim.traces.projection import ProjectedSource, opt_6_7b_density
 from sim.traces.source import TraceSource
+from sim.traces.topvalues import ProjectedValues
 
 TRACE = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
 TINY = {"name": "tiny", "n_layers": 4, "d_model": 8, "d_ff": 64, "n_heads": 2, "n_kv_heads": 1, "head_dim": 4}
@@ -95,3 +96,43 @@ def test_non_log8_traces_use_the_float_comparison(tmp_path):
     proj = ProjectedSource(base, 3, 200, 0.1, np.random.default_rng(5), calib_tokens=60)
     assert proj._cthr is None and proj._copies is None
     np.testing.assert_array_equal(proj.masks(3, 50), _by_float(proj, 3, 50))
+
+
+@pytest.mark.parametrize(("sigma", "d_ff", "calib"), [(0.0, 64 * 5, 30), (0.25, 150, 90), (1.5, 1000, 7), (0.3, 40, 1)])
+def test_calibration_is_np_quantile_of_the_projected_values(tmp_path, sigma, d_ff, calib):
+    """The band bisection gives np.quantile's numbers bit for bit, also with ties (sigma 0: copies share values)."""
+    base = _tiny_trace(tmp_path / "t.trace", log8(keep_top=0.4))
+    density = np.array([0.0005, 0.004, 0.03, 0.1, 0.2, 0.249, 0.3, 0.35])
+    proj = ProjectedSource(base, 8, d_ff, density, np.random.default_rng(6), gain_sigma=sigma, calib_tokens=calib)
+    values = base.values(0, calib)
+    want = [np.quantile(proj._projected(values, l), 1.0 - density[l]) for l in range(8)]
+    assert proj.thresholds.tolist() == want
+
+
+def test_projected_values_give_every_order_statistic_exactly():
+    """k-th largest of table[codes][:, neurons] * gain for every k, with zeros, few distinct codes and equal gains."""
+    table, rng = log8_table(-16.0, 8), np.random.default_rng(0)
+    for _ in range(60):
+        n, n_src, n_dst = int(rng.integers(1, 10)), int(rng.integers(1, 8)), int(rng.integers(1, 30))
+        codes = np.where(rng.random((n, n_src)) < rng.random(), 0, rng.integers(0, 256, (n, n_src))).astype(np.uint8)
+        if rng.random() < 0.3:  # few distinct codes: many ties
+            codes = np.minimum(codes, rng.integers(1, 4)).astype(np.uint8)
+        neurons = rng.integers(0, n_src, n_dst)
+        gain = np.exp(rng.choice([0.0, 0.25, 2.0]) * rng.standard_normal(n_dst)).astype(np.float32)
+        top = np.sort((table[codes][:, neurons] * gain).reshape(-1))[::-1]  # [N] descending
+        values = ProjectedValues(codes, table, neurons, gain)
+        for k in range(1, len(top) + 1):
+            assert values.largest(k, max(k - 1, 1)) == (top[k - 1], top[max(k - 1, 1) - 1])
+
+
+def test_reach_is_the_lowest_code_whose_float32_product_reaches_x():
+    """Exactly at a product and just above it (float32 rounding puts products on either side of table[c] * g)."""
+    table, rng = log8_table(-16.0, 8), np.random.default_rng(1)
+    gain = np.exp(0.5 * rng.standard_normal(64)).astype(np.float32)
+    values = ProjectedValues(np.ones((1, 1), np.uint8), table, np.zeros(64, np.int64), gain)
+    products = table[None, :] * gain[:, None]  # [F', 256] float32
+    for c in range(1, 256):
+        for j in range(64):
+            x = float(products[j, c])
+            assert values.reach(x)[j] == c
+            assert values.reach(np.nextafter(x, np.inf))[j] == c + 1

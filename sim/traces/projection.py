@@ -25,6 +25,7 @@ import numpy as np
 
 from sim.traces.encoding import code_threshold, codes_above, log8_table
 from sim.traces.source import TraceSource, check_range
+from sim.traces.topvalues import ProjectedValues
 
 # LLM in a Flash (arXiv 2312.11514) Table 6, OPT-6.7B: 1-based layer -> active fraction; published mean 3.30%.
 OPT_6_7B_TABLE6 = {"points": {1: 0.0156, 16: 0.0266, 32: 0.0536}, "mean": 0.0330, "n_layers": 32}
@@ -102,55 +103,15 @@ class ProjectedSource:
         return np.array([np.quantile(self._projected(values, l), 1.0 - self.density[l]) for l in range(self.n_layers)])
 
     def _top_quantile(self, codes: np.ndarray, table: np.ndarray, l: int) -> float:
-        """np.quantile(table[codes][:, neurons] * gain, 1 - density[l]) from the few largest values only.
-
-        codes [n, F] uint8 of the source layer. The quantile needs the order statistics around index
-        k = (N - 1) q of the N = n * F' values; they are among the top N - k, which all lie at or above a bound
-        x0 read off the codes' histogram, so only entries that can reach x0 are expanded to target neurons."""
-        n_tok, n_src = codes.shape
-        q, size = 1.0 - self.density[l], n_tok * self.d_ff
+        """np.quantile(table[codes][:, neurons] * gain, 1 - density[l]) without forming the N = n * F' values:
+        it interpolates the K-th and K'-th largest, which :class:`ProjectedValues` finds from code histograms.
+        codes [n, F] uint8 of the source layer."""
+        q, size = 1.0 - self.density[l], codes.shape[0] * self.d_ff
         prev, upper, gamma = _linear_quantile_index(size, q)
-        need = size - prev  # values at ranks prev .. size - 1 (ascending)
-        if need > size // 4:  # dense layers: the plain quantile is as cheap
+        if size - prev > size // 4:  # dense layers: the plain quantile is as cheap
             return float(np.quantile(table[codes][:, self.neurons] * self.gain, q))
-        e = np.flatnonzero(codes != 0)  # [E] t * F + s of the nonzero codes (keep_top leaves most codes 0)
-        src, code = e % n_src, codes.reshape(-1).take(e)  # [E]
-        hist = np.bincount(src * 256 + code, minlength=n_src * 256).reshape(n_src, 256)
-        hist[:, 0] = n_tok - hist.sum(axis=1)  # [F, 256] tokens with each code per source neuron
-        at_least = np.zeros((n_src, 257), np.int64)  # [F, 257] tokens with code >= c per source neuron (c = 256: 0)
-        at_least[:, :256] = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
-        copies = np.bincount(self.neurons, minlength=n_src)  # [F] target neurons per source neuron
-        c_star = int(np.flatnonzero(copies @ at_least[:, :256] >= need)[-1])  # >= need entries have code >= c*
-        lo, hi = float(table[c_star] * self.gain.min()), float(table[min(c_star + 1, 255)] * self.gain.max())
-        x0 = np.float32(self._bound(at_least, table, need, lo, hi) * (1 - 1e-6))  # margin: float32 products
-        lowest = np.maximum(np.searchsorted(table, x0 * (1 - 1e-6) / self.gain) - 1, 0)  # [F'] lowest code reaching x0
-        order = np.lexsort((lowest, self.neurons))  # [F'] targets by source neuron, then by lowest code
-        reach = np.bincount(self.neurons * 257 + lowest, minlength=n_src * 257).reshape(n_src, 257)
-        reach = np.cumsum(reach, axis=1)  # [F, 257] targets of each source neuron that a code c may lift to x0
-        if reach[:, 0].any():  # x0 so small that code 0 may reach it: every entry counts
-            src, code = np.tile(np.arange(n_src), n_tok), codes.reshape(-1)
-        count = reach.reshape(-1).take(src * 257 + code)  # [E] how many of the entry's targets may reach x0 (a
-        keep = np.flatnonzero(count)  # prefix of ``order``'s group); entries without any are dropped
-        src, code, count = src.take(keep), code.take(keep), count.take(keep)
-        first = self._src_start[src]  # [E] each entry's first target in ``order``
-        pick = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
-        target = order[pick]  # [C] target neurons of each entry
-        value = table[np.repeat(code, count)] * self.gain[target]  # [C] float32, as _projected
-        top = np.compress(value >= x0, value)
-        top.partition((len(top) - need, len(top) - need + upper - prev))
-        a, b = top[len(top) - need], top[len(top) - need + upper - prev]
+        a, b = ProjectedValues(codes, table, self.neurons, self.gain).largest(size - prev, size - upper)
         return _lerp(a, b, gamma)
-
-    def _bound(self, at_least: np.ndarray, table: np.ndarray, need: int, lo: float, hi: float) -> float:
-        """Bisect (geometrically, 10 steps) for a large x with at least ``need`` values table[c] * g >= x, given
-        count(lo) >= need > count(hi); counts from at_least [F, 257] (tokens with code >= c per source neuron)."""
-        flat, gain = self.neurons * 257, self.gain.astype(np.float64)  # [F'] row of each target's source in at_least
-        table = table.astype(np.float64)  # what searchsorted compares float64 values with anyway (cast once)
-        for _ in range(10):
-            mid = float(np.sqrt(lo * hi)) if lo > 0 else hi / 2
-            count = at_least.reshape(-1).take(flat + np.searchsorted(table, mid / gain)).sum()  # values >= mid
-            lo, hi = (mid, hi) if count >= need else (lo, mid)
-        return lo
 
     def _code_thresholds(self) -> np.ndarray | None:
         """|act| * g > theta  <=>  code(|act|) > code_threshold(theta / g): [L', F'] per-neuron code thresholds."""
