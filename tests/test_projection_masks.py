@@ -136,3 +136,15 @@ def test_reach_is_the_lowest_code_whose_float32_product_reaches_x():
             x = float(products[j, c])
             assert values.reach(x)[j] == c
             assert values.reach(np.nextafter(x, np.inf))[j] == c + 1
+
+
+@pytest.mark.parametrize("encoding", [log8(keep_top=0.5), Encoding("int8c", {"levels": 127})])
+def test_active_counts_are_the_masks_summed_over_tokens(tmp_path, encoding):
+    base = _tiny_trace(tmp_path / "t.trace", encoding)
+    proj = ProjectedSource(base, 3, 300, 0.15, np.random.default_rng(7), calib_tokens=60)
+    for start, stop in [(0, 90), (3, 70), (40, 41), (5, 5)]:
+        counts = proj.active_counts(start, stop)
+        assert counts.shape == (3, 300) and counts.dtype == np.int64
+        np.testing.assert_array_equal(counts, proj.masks(start, stop).sum(axis=0))
+    frequency = proj.masks(0, 90).mean(axis=0, dtype=np.float32)  # how LlmInFlash weighs false positives
+    np.testing.assert_array_equal(proj.active_counts(0, 90).astype(np.float32) / 90, frequency)

@@ -169,6 +169,18 @@ class ProjectedSource:
             out[:, l] = self._projected(values, l) > self.thresholds[l]
         return out
 
+    def active_counts(self, start: int, stop: int) -> np.ndarray:
+        """[L', F'] int64 tokens of [start, stop) in which each target neuron is active: ``masks(start, stop).sum(0)``
+        without the [T, L', F'] masks (e.g. a predictor's frequency weights: counts.astype(np.float32) / T)."""
+        check_range(self, start, stop)
+        if self._cthr is None:
+            return self.masks(start, stop).sum(axis=0, dtype=np.int64)
+        per_token, counts = self.n_layers * self.d_ff, np.zeros(self.n_layers * self.d_ff, np.int64)
+        for lo in range(start, stop, BLOCK_TOKENS):
+            codes = self.base.reader.read("ffn_act", lo, min(lo + BLOCK_TOKENS, stop), decoded=False)  # [b, L, F]
+            counts += np.bincount(self._active_flat(codes) % per_token, minlength=per_token)
+        return counts.reshape(self.n_layers, self.d_ff)
+
     def hidden(self, start: int, stop: int) -> None:
         return None
 
