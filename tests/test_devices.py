@@ -348,6 +348,18 @@ def test_unknown_dtype_names_processor_dtype_and_known_ones():
         cpu.op_time_s(Op("up", 1.0, 1.0, dtype="q4_0"))
 
 
+def test_memoised_op_times_are_the_roofline_of_each_op():
+    """Op times are memoised by identity: the same op again, an equal copy and a changed op each get the time a
+    fresh processor computes; an unknown dtype still raises after others were memoised."""
+    cpu, fresh = (Processor(simpy.Environment(), "cpu", cpu_spec()) for _ in range(2))
+    ops = [Op("up", 4e9, 1e6), Op("down", 1e6, 1e9, gathered=True), Op("up", 4e9, 1e6), Op("up", 4e9, 2e9)]
+    for op in ops + ops[::-1]:
+        assert cpu.op_time_s(op) == Processor(simpy.Environment(), "cpu", cpu_spec()).op_time_s(op)
+    assert cpu.run_alone(ops, 0.0) == fresh.run_alone(ops, 0.0) and cpu.busy_s == fresh.busy_s
+    with pytest.raises(ValueError, match="has dtype 'q4_0'"):
+        cpu.op_time_s(Op("up", 1.0, 1.0, dtype="q4_0"))
+
+
 def test_processor_runs_calls_fifo():
     env, recorder = simpy.Environment(), Recorder()
     cpu = Processor(env, "cpu", cpu_spec(), recorder)

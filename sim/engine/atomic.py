@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,33 +63,42 @@ def run_alone(devices: Devices, plans: Sequence[LayerPlan], times: TokenTimes, p
     """Book a serial token's jobs from ``start_s`` as the event path's compute process would run them (same
     order, same floats); accumulate ``times`` and return the token's end time."""
     flash = devices.flash
+    memory = devices.memories[flash.spec.target_memory]
+    io_s, xfer_s, memmgmt_s, compute_s = times.io_stall_s, times.xfer_s, times.memmgmt_s, times.compute_s
     now = start_s
     for plan in plans:
+        tags = _tags(plan.layer)
         t0 = now
         if plan.preload.shape[0]:
             now = _preload(devices, plan, priced[plan.layer], now)
         if plan.on_demand.shape[0]:
-            now = flash.read_alone(flash.price_one(plan.on_demand, plan.coalesce), now, f"L{plan.layer} on-demand")
+            now = flash.read_alone(flash.price_one(plan.on_demand, plan.coalesce), now, tags[1])
         t1 = now
         for x in plan.transfers:
             now = devices.link_between(x.src, x.dst).transfer_alone(x.src, x.dst, x.nbytes, now, x.tag)
         t2 = now
         if plan.memmgmt_bytes > 0:
-            memory = devices.memories[flash.spec.target_memory]
-            now = memory.copy_alone(plan.memmgmt_bytes, now, f"L{plan.layer} memmgmt")
+            now = memory.copy_alone(plan.memmgmt_bytes, now, tags[2])
         t3 = now
         if plan.ops:
-            now = devices.processors[plan.processor].run_alone(plan.ops, now, f"L{plan.layer}")
-        times.io_stall_s += t1 - t0
-        times.xfer_s += t2 - t1
-        times.memmgmt_s += t3 - t2
-        times.compute_s += now - t3
+            now = devices.processors[plan.processor].run_alone(plan.ops, now, tags[3])
+        io_s += t1 - t0
+        xfer_s += t2 - t1
+        memmgmt_s += t3 - t2
+        compute_s += now - t3
+    times.io_stall_s, times.xfer_s, times.memmgmt_s, times.compute_s = io_s, xfer_s, memmgmt_s, compute_s
     return now
+
+
+@cache
+def _tags(layer: int) -> tuple[str, str, str, str]:
+    """The span names of a layer's jobs (as the event path names them): preload, on-demand, memmgmt, compute."""
+    return f"L{layer} preload", f"L{layer} on-demand", f"L{layer} memmgmt", f"L{layer}"
 
 
 def _preload(devices: Devices, plan: LayerPlan, priced: tuple[float, int, float], start_s: float) -> float:
     """The plan's preload read (and its staging over the link) from ``start_s``; returns when both are done."""
-    flash, tag = devices.flash, f"L{plan.layer} preload"
+    flash, tag = devices.flash, _tags(plan.layer)[0]
     dst = devices.processors[plan.processor].spec.memory
     src = flash.spec.target_memory
     if dst == src:
