@@ -40,7 +40,7 @@ def test_bits_round_trip_and_flat_indices_equal_flatnonzero(case):
 
 @pytest.mark.parametrize(("n", "density"), [(16384, 0.03), (20001, 0.5), (70000, 0.001)])
 def test_flat_indices_of_large_sets_equal_flatnonzero(n, density):
-    """Rows past the 4096-chunk threshold (compress path), with and without padding bits, sparse and dense."""
+    """Rows of thousands of 16-bit chunks, with and without padding bits, sparse and dense."""
     mask = np.random.default_rng(n).random((4, n)) < density
     mask[0, 0] = mask[-1, -1] = True  # the first and last neuron
     assert bits.flat_indices(bits.pack_rows(mask), n).tolist() == np.flatnonzero(mask).tolist()

@@ -62,7 +62,7 @@ def flat_indices(bits: np.ndarray, n: int) -> np.ndarray:
     jumping from the previous chunk's key) instead of expanding per-chunk values with np.repeat.
     Work: one pass over the 16-bit chunks (compare + compress) and a few passes over the chunks and the set bits."""
     chunks = bits.reshape(-1).view(np.uint16)  # [L * 4 nw] (little-endian: chunk j holds bits 16 j ..)
-    nz = np.flatnonzero(chunks) if len(chunks) < 4096 else np.compress(chunks != 0, arange(len(chunks)))
+    nz = np.flatnonzero(chunks != 0)  # [c] (a bool mask: numpy finds its nonzeros several times faster)
     if len(nz) == 0:
         return np.zeros(0, np.int64)
     vals = chunks.take(nz)  # [c]
