@@ -22,7 +22,7 @@ import sim.engine.simulate as simulate
 from sim.config.experiment import load_experiment
 from sim.config.hardware import FlashSpec, LinkSpec, MemorySpec, ProcessorSpec
 from sim.devices import Devices, FairShare, Flash, Link, Memory, Op, Processor, build_devices
-from sim.devices.extents import MAX_MULTIPLE, length_histogram, merge_in_order, merge_many
+from sim.devices.extents import MAX_MULTIPLE, histogram_in_order, length_histogram, merge_in_order, merge_many
 from sim.engine.atomic import _delay_to, timeout_at
 from sim.engine.decode import run_token
 from sim.engine.plan import LayerPlan, Transfer
@@ -393,3 +393,29 @@ def test_length_histogram_counts_each_batchs_lengths(kind):
         assert values.tolist() == np.unique(lengths).tolist()
         batches = np.split(lengths, np.cumsum(counts)[:-1])
         assert hist.tolist() == [[int((b == v).sum()) for v in values] for b in batches]
+
+
+def test_histogram_in_order_counts_the_requests_merge_many_makes():
+    """Equal-length extents in order (a bundled layout's neuron reads), adjacent runs included, against merging
+    and counting; None when lengths differ, an extent is empty or a batch is out of order."""
+    rng = np.random.default_rng(8)
+    applied = 0
+    for _ in range(1500):
+        batches = []
+        for _ in range(int(rng.integers(1, 6))):
+            neurons = np.sort(rng.choice(60, int(rng.integers(0, 30)), replace=False))  # ascending, many adjacent
+            ext = np.stack([neurons * 4, np.full(neurons.size, 4)], axis=1).astype(np.int64).reshape(-1, 2)
+            if rng.random() < 0.1 and ext.shape[0] > 1:
+                ext[rng.integers(ext.shape[0]), 1] = int(rng.choice([0, 8]))
+            if rng.random() < 0.1 and ext.shape[0] > 1:
+                ext = ext[::-1].copy()
+            batches.append(ext)
+        ext, sizes = np.concatenate(batches), np.array([b.shape[0] for b in batches])
+        for merge in (True, False):
+            found = histogram_in_order(ext, sizes, merge)
+            if found is not None:
+                applied += 1
+                lengths, seg = merge_many(ext, np.repeat(np.arange(sizes.size), sizes), merge)
+                values, hist = length_histogram(lengths, np.bincount(seg, minlength=sizes.size))
+                assert np.array_equal(found[0], values) and np.array_equal(found[1], hist)
+    assert 1000 < applied < 3000  # it applies to most, not all

@@ -143,3 +143,42 @@ def length_histogram(lengths: np.ndarray, counts: np.ndarray) -> tuple[np.ndarra
     used = np.flatnonzero(hist.any(axis=0))  # [U]
     values = used * unit if multiples else np.concatenate([[unit], longer_values])[used]
     return values.astype(np.int64, copy=False), hist[:, used]
+
+
+def histogram_in_order(ext: np.ndarray, sizes: np.ndarray, merge: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`length_histogram` of the requests of B batches of equal-length extents (a bundled layout's neuron
+    reads), straight from the extents: ext [N, 2] int64 back to back, ``sizes`` [B] -> (values [U], hist [B, U]);
+    None unless every extent has the same length g > 0 and, when merging, each batch is in offset order and
+    disjoint. Then a request is a run of extents each starting where the previous one ends, k of them long
+    (k * g bytes): only the J joins (extent i + 1 continuing extent i) are looked at after one pass over the
+    offsets. Offsets and lengths must already be checked >= 0."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    length = ext[:, 1]  # [N]
+    if length.size == 0 or length[0] == 0 or length.min() != length[0] or length.max() != length[0]:
+        return None
+    unit = int(length[0])
+    if not merge:
+        return np.array([unit], np.int64), sizes[:, None].copy()
+    off = ext[:, 0]  # [N]
+    gap = np.diff(off)  # [N - 1] bytes from extent i's end to extent i + 1's start, once g is taken off
+    gap -= unit
+    starts = np.cumsum(sizes) - sizes  # [B] first extent of each batch
+    gap[starts[(starts > 0) & (starts < off.size)] - 1] = 1  # a batch's first extent starts a request regardless
+    if gap.size and gap.min() < 0:  # out of order or overlapping
+        return None
+    joins = np.flatnonzero(gap == 0)  # [J] ascending
+    requests = sizes - np.diff(np.searchsorted(joins, np.append(starts, off.size)))  # [B]
+    width = 2  # column k: requests of k extents (column 1: single extents, filled below)
+    batch = k = np.zeros(0, np.int64)
+    if joins.size:
+        breaks = np.flatnonzero(np.diff(joins) != 1)  # [R - 1] runs of consecutive joins: one merged request each
+        first = np.append(joins[0], joins.take(breaks + 1))  # [R]
+        k = np.append(joins.take(breaks), joins[-1]) - first + 2  # [R] extents per merged request
+        batch = np.searchsorted(np.cumsum(sizes), first, side="right")  # [R]
+        width = int(k.max()) + 1
+        if sizes.size * width > 4 * off.size + 4096:  # a few very long requests: leave them to np.unique
+            return None
+    hist = np.bincount(batch * width + k, minlength=sizes.size * width).reshape(sizes.size, width)  # [B, width]
+    hist[:, 1] = requests - hist.sum(axis=1)
+    used = np.flatnonzero(hist.any(axis=0))  # [U]
+    return used * unit, hist[:, used]

@@ -21,7 +21,7 @@ import numpy as np
 import simpy
 
 from sim.config.hardware import FlashSpec
-from sim.devices.extents import length_histogram, merge_in_order, merge_many, merged, unmerged
+from sim.devices.extents import histogram_in_order, length_histogram, merge_in_order, merge_many, merged, unmerged
 from sim.devices.fairshare import FairShare
 from sim.stats.recorder import Recorder
 
@@ -154,12 +154,15 @@ class Flash:
         ext = np.concatenate(batches).reshape(-1, 2).astype(np.int64, copy=False)  # [N, 2]
         if ext.min() < 0:
             raise ValueError("extents: offsets and lengths must be >= 0")
-        found = merge_in_order(ext, sizes, merge)  # a policy's neuron reads: no sort, no batch keys
+        found = histogram_in_order(ext, sizes, merge)  # a bundled layout's neuron reads: from the extents
         if found is None:
-            lengths, seg = merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
-            found = lengths, np.bincount(seg, minlength=len(batches))
-        lengths, counts = found  # [M] request lengths grouped by batch, [B] requests per batch
-        values, hist = length_histogram(lengths, counts)  # [U], [B, U]
+            found = merge_in_order(ext, sizes, merge)  # other in-order reads: no sort, no batch keys
+            if found is None:
+                lengths, seg = merge_many(ext, np.repeat(np.arange(len(batches)), sizes), merge)  # [M], [M]
+                found = lengths, np.bincount(seg, minlength=len(batches))
+            found = length_histogram(*found)
+        values, hist = found  # [U] distinct request lengths, [B, U] requests of each per batch
+        counts = hist.sum(axis=1)  # [B] requests per batch
         nbytes = (hist @ values).tolist()  # [B] exact integers
         qd_max = self.spec.max_queue_depth
         seconds = self._seconds(values, hist, float(qd_max)).tolist()  # [B] at full queue depth
