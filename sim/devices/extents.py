@@ -3,7 +3,9 @@
 An extent is (offset, length) in bytes, an [n, 2] int64 row. A read batch's overlapping and adjacent extents merge
 into one request (as a device or the host's block layer serves them) unless the reader issues each extent alone;
 empty extents are dropped and negative values are a ValueError. The many-batch kernels give, per batch, exactly the
-requests of the one-batch kernels (the flash prices every layer's preload in one pass).
+requests of the one-batch kernels (the flash prices every layer's preload in one pass). The flash prices requests by
+length, so the histogram kernels count each batch's requests per distinct length (a policy's neuron reads have a
+few: one bundle, or runs of adjacent bundles).
 """
 
 from __future__ import annotations
