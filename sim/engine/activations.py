@@ -11,7 +11,7 @@ from sim.config.profiles import REPO_ROOT
 from sim.errors import ConfigError, TraceError
 from sim.models.profile import ModelProfile
 from sim.traces.projection import ProjectedSource, opt_6_7b_density
-from sim.traces.source import ActivationSource, TraceSource
+from sim.traces.source import ActivationSource, TraceSource, active_counts
 from sim.traces.synthetic import SyntheticSource, fit
 
 
@@ -92,6 +92,9 @@ class Offset:
 
     def masks(self, start: int, stop: int) -> np.ndarray:
         return self.base.masks(start + self.offset, stop + self.offset)
+
+    def active_counts(self, start: int, stop: int) -> np.ndarray:
+        return active_counts(self.base, start + self.offset, stop + self.offset)
 
     def hidden(self, start: int, stop: int) -> np.ndarray | None:
         return self.base.hidden(start + self.offset, stop + self.offset)

@@ -42,6 +42,7 @@ from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
 from sim.policies.base import RunContext
 from sim.policies.ops import attention_ops, ffn_ops, lm_head_ops
+from sim.traces.source import active_counts
 
 LAYOUT_OF_BUNDLING = {"none": "layer_major", "row_column": "bundled", "coactivation": "coactivation"}
 
@@ -125,7 +126,7 @@ class LlmInFlash:
             weights = None
             if cfg.fp_weighting == "frequency":
                 n_freq = min(cfg.capacity_tokens, src.n_tokens)
-                weights = np.asarray(src.masks(0, n_freq), bool).mean(axis=0, dtype=np.float32) + 1e-3  # [L, n]
+                weights = active_counts(src, 0, n_freq).astype(np.float32) / n_freq + 1e-3  # [L, n] frequency
             self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
             return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, cache_tokens=cache)
         self.predictor = None

@@ -42,6 +42,15 @@ class ActivationSource(Protocol):
         ...
 
 
+def active_counts(source: ActivationSource, start: int, stop: int) -> np.ndarray:
+    """[L, n] int64: in how many tokens of [start, stop) each neuron is active, ``masks(start, stop).sum(0)``; a
+    source may answer it without building the [T, L, n] masks (``ProjectedSource.active_counts``)."""
+    method = getattr(source, "active_counts", None)
+    if method is not None:
+        return method(start, stop)
+    return np.asarray(source.masks(start, stop), bool).sum(axis=0, dtype=np.int64)
+
+
 def check_range(source: ActivationSource, start: int, stop: int) -> None:
     if not 0 <= start <= stop <= source.n_tokens:
         raise ValueError(f"token range [{start}, {stop}) outside [0, {source.n_tokens}) of {source.describe()}")
