@@ -351,20 +351,31 @@ def test_timeout_at_fires_exactly_at_the_end_time():
     assert unreachable > 0  # the queued fallback was exercised
 
 
+def _neuron_batches(rng: np.random.Generator, n_neurons: int, max_count: int, width: int, perturb):
+    """1-5 batches of ascending neuron extents (offset neuron * width, length width), each passed through
+    ``perturb(ext) -> ext``: all extents [N, 2] int64 and each batch's size [B]."""
+    batches = []
+    for _ in range(int(rng.integers(1, 6))):
+        neurons = np.sort(rng.choice(n_neurons, int(rng.integers(0, max_count)), replace=False))  # some adjacent
+        ext = np.stack([neurons * width, np.full(neurons.size, width)], axis=1).astype(np.int64).reshape(-1, 2)
+        batches.append(perturb(ext))
+    return np.concatenate(batches), np.array([b.shape[0] for b in batches])
+
+
 def test_merge_in_order_gives_the_requests_of_merge_many():
     """The in-order kernel (no batch keys) on random small batches, empty ones included; None when it cannot."""
     rng = np.random.default_rng(3)
+
+    def perturb(ext):
+        if rng.random() < 0.3:
+            ext[:, 1] = rng.integers(1, 4, ext.shape[0])  # 1-3 B: may overlap the next
+        if rng.random() < 0.2 and ext.shape[0]:
+            ext[rng.integers(ext.shape[0]), 1] = 0
+        return ext
+
     applied = 0
     for _ in range(2000):
-        batches = []
-        for _ in range(int(rng.integers(1, 6))):
-            neurons = np.sort(rng.choice(40, int(rng.integers(0, 12)), replace=False))  # ascending, some adjacent
-            lengths = rng.integers(1, 4, neurons.size) if rng.random() < 0.3 else np.full(neurons.size, 3)
-            ext = np.stack([neurons * 3, lengths], axis=1).astype(np.int64).reshape(-1, 2)  # 1-3 B: may overlap
-            if rng.random() < 0.2 and ext.shape[0]:
-                ext[rng.integers(ext.shape[0]), 1] = 0
-            batches.append(ext)
-        ext, sizes = np.concatenate(batches), np.array([b.shape[0] for b in batches])
+        ext, sizes = _neuron_batches(rng, 40, 12, 3, perturb)
         for merge in (True, False):
             found = merge_in_order(ext, sizes, merge)
             if found is not None:
@@ -399,18 +410,17 @@ def test_histogram_in_order_counts_the_requests_merge_many_makes():
     """Equal-length extents in order (a bundled layout's neuron reads), adjacent runs included, against merging
     and counting; None when lengths differ, an extent is empty or a batch is out of order."""
     rng = np.random.default_rng(8)
+
+    def perturb(ext):
+        if rng.random() < 0.1 and ext.shape[0] > 1:
+            ext[rng.integers(ext.shape[0]), 1] = int(rng.choice([0, 8]))
+        if rng.random() < 0.1 and ext.shape[0] > 1:
+            ext = ext[::-1].copy()
+        return ext
+
     applied = 0
     for _ in range(1500):
-        batches = []
-        for _ in range(int(rng.integers(1, 6))):
-            neurons = np.sort(rng.choice(60, int(rng.integers(0, 30)), replace=False))  # ascending, many adjacent
-            ext = np.stack([neurons * 4, np.full(neurons.size, 4)], axis=1).astype(np.int64).reshape(-1, 2)
-            if rng.random() < 0.1 and ext.shape[0] > 1:
-                ext[rng.integers(ext.shape[0]), 1] = int(rng.choice([0, 8]))
-            if rng.random() < 0.1 and ext.shape[0] > 1:
-                ext = ext[::-1].copy()
-            batches.append(ext)
-        ext, sizes = np.concatenate(batches), np.array([b.shape[0] for b in batches])
+        ext, sizes = _neuron_batches(rng, 60, 30, 4, perturb)
         for merge in (True, False):
             found = histogram_in_order(ext, sizes, merge)
             if found is not None:
