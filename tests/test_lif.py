@@ -116,36 +116,6 @@ def test_copies_equal_holes_below_the_new_end_in_every_layer():
             assert sorted(rows[layer, : mat.n_rows[layer]].tolist()) == np.flatnonzero(step.resident[layer]).tolist()
 
 
-def _reference_step(rows: list[int], insert: np.ndarray, evict: np.ndarray) -> int:
-    """One layer, plain Python: fill each hole below the new end (ascending) with the last surviving row."""
-    gone = set(np.flatnonzero(evict).tolist())
-    new_end = len(rows) - len(gone)
-    holes = [s for s in range(new_end) if rows[s] in gone]
-    movers = [rows[s] for s in reversed(range(new_end, len(rows))) if rows[s] not in gone]
-    for hole, neuron in zip(holes, movers, strict=True):
-        rows[hole] = neuron
-    del rows[new_end:]
-    rows.extend(np.flatnonzero(insert).tolist())
-    return len(holes)
-
-
-@pytest.mark.parametrize("k", [1, 3])
-def test_matrix_rows_match_a_per_layer_python_reference(k):
-    masks = _masks(7, 30, 4, 96, 0.2)
-    win = SlidingWindow(4, 96, k)
-    mat = NeuronMatrix(96, max_resident_rows(masks, k), row_bytes=1.0)
-    ref: list[list[int]] = [[] for _ in range(4)]
-    for t in range(len(masks)):
-        step = win.step(masks[t])
-        got = mat.step(step.load, step.evict)
-        moves = [_reference_step(ref[l], step.load[l], step.evict[l]) for l in range(4)]
-        assert got.moves.tolist() == moves
-        for layer in range(4):
-            assert mat.neuron_at[layer, : mat.n_rows[layer]].tolist() == ref[layer]
-            assert (mat.neuron_at[layer, mat.n_rows[layer] :] == -1).all()
-            assert (mat.slot_of[layer, ref[layer]] == np.arange(len(ref[layer]))).all()
-
-
 def test_capacity_is_the_window_peak_and_overflow_names_the_layer():
     masks = np.zeros((3, 2, 8), bool)
     masks[0, 0, :3] = masks[1, 0, 3:5] = masks[2, 1, :1] = True
