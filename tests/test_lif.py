@@ -12,7 +12,7 @@ from sim.config.profiles import load_hardware, load_model
 from sim.devices import build_devices
 from sim.errors import CapacityError, ConfigError
 from sim.layout import build_layout
-from sim.lif.memmgmt import NeuronMatrix, max_resident_rows
+from sim.lif.memmgmt import NeuronMatrix
 from sim.lif.predictor import LowRankPredictor, Quality, TrainConfig, evaluate, recall_threshold
 from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
@@ -97,6 +97,12 @@ def test_deleting_first_and_last_together_moves_only_the_surviving_tail_row():
     step = mat.step(_mask(10, 9), _mask(10, 0, 3))
     assert step.moves.tolist() == [1] and step.appended_bytes.tolist() == [1.0]
     assert mat.neuron_at[0].tolist() == [2, 1, 9, -1]
+
+
+def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:
+    """masks [T, L, n] stored masks -> [L] max over t of |union of masks t-k+1..t| (the window's peak)."""
+    win = SlidingWindow(masks.shape[1], masks.shape[2], k)
+    return np.max([win.step(mask).resident_counts() for mask in masks], axis=0)
 
 
 def test_copies_equal_holes_below_the_new_end_in_every_layer():

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.lif.bits import arange
-from sim.lif.window import SlidingWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +149,3 @@ def _sort_segments(values: np.ndarray, bounds: list[int]) -> np.ndarray:
         if hi - lo > 1:
             values[lo:hi].sort()
     return values
-
-
-def max_resident_rows(masks: np.ndarray, k: int) -> np.ndarray:
-    """masks [T, L, n] predicted (stored) masks -> [L] max over t of |union of masks t-k+1..t| (window size)."""
-    win = SlidingWindow(masks.shape[1], masks.shape[2], k)
-    peak = np.zeros(masks.shape[1], np.int64)
-    for t in range(masks.shape[0]):  # one vectorised step per token
-        peak = np.maximum(peak, win.step(masks[t]).resident.sum(axis=1))
-    return peak

@@ -106,8 +106,3 @@ class SlidingWindow:
         if mask.shape != self.shape:
             raise ValueError(f"predicted mask has shape {mask.shape}, expected {self.shape}")
         return pack_rows(mask)
-
-
-def row_counts(mask: np.ndarray) -> np.ndarray:
-    """[L, n] bool -> [L] int64 True entries per row (a popcount of the packed bits: 3x a bool sum)."""
-    return np.bitwise_count(np.packbits(mask, axis=1)).sum(axis=1, dtype=np.int64)
