@@ -97,15 +97,13 @@ class StatisticalPredictor:
         return self._cache[shape]
 
     def predict(self, true: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """true [L, F] bool -> predicted [L, F] bool."""
+        """true [L, F] bool -> predicted [L, F] bool: :meth:`keep_active`, then :meth:`false_positives` (the order
+        :class:`~sim.lif.masks.MaskStream` draws them in)."""
+        active = np.flatnonzero(true)  # [a] ascending
         out = np.zeros(true.shape, bool)
-        out.reshape(-1)[self.predict_flat(true, np.flatnonzero(true), rng)] = True
+        out.reshape(-1)[self.keep_active(active, rng)] = True
+        out.reshape(-1)[self.false_positives(true, active, rng)] = True
         return out
-
-    def predict_flat(self, true: np.ndarray, active: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """true [L, F] bool and its flat indices ``active`` [a] ascending -> predicted flat indices [p], distinct,
-        unordered: the kept active neurons, then the false positives."""
-        return np.concatenate([self.keep_active(active, rng), self.false_positives(true, active, rng)])
 
     def keep_active(self, active: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The truly active neurons (flat indices [a]) each kept with probability ``recall``: [~recall a]."""
