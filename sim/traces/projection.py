@@ -159,9 +159,8 @@ class ProjectedSource:
         check_range(self, start, stop)
         if self._cthr is not None:  # stored codes against per-target code thresholds, not decoded
             out = np.zeros((stop - start, self.n_layers, self.d_ff), bool)
-            for lo in range(start, stop, BLOCK_TOKENS):  # blocks keep the index temporaries small (~10 MB)
-                codes = self.base.reader.read("ffn_act", lo, min(lo + BLOCK_TOKENS, stop), decoded=False)  # [b, L, F]
-                out[lo - start : lo - start + len(codes)].reshape(-1)[self._active_flat(codes)] = True
+            for lo, hi, active in self._active_blocks(start, stop):
+                out[lo - start : hi - start].reshape(-1)[active] = True
             return out  # [T, L', F']
         out = np.empty((stop - start, self.n_layers, self.d_ff), dtype=bool)
         values = self.base.values(start, stop)  # [T, L, F]
@@ -176,10 +175,16 @@ class ProjectedSource:
         if self._cthr is None:
             return self.masks(start, stop).sum(axis=0, dtype=np.int64)
         per_token, counts = self.n_layers * self.d_ff, np.zeros(self.n_layers * self.d_ff, np.int64)
-        for lo in range(start, stop, BLOCK_TOKENS):
-            codes = self.base.reader.read("ffn_act", lo, min(lo + BLOCK_TOKENS, stop), decoded=False)  # [b, L, F]
-            counts += np.bincount(self._active_flat(codes) % per_token, minlength=per_token)
+        for _, _, active in self._active_blocks(start, stop):
+            counts += np.bincount(active % per_token, minlength=per_token)
         return counts.reshape(self.n_layers, self.d_ff)
+
+    def _active_blocks(self, start: int, stop: int):
+        """(lo, hi, :meth:`_active_flat` of tokens [lo, hi)) per block of BLOCK_TOKENS (the index temporaries
+        stay ~10 MB); log8 traces only."""
+        for lo in range(start, stop, BLOCK_TOKENS):
+            hi = min(lo + BLOCK_TOKENS, stop)
+            yield lo, hi, self._active_flat(self.base.reader.read("ffn_act", lo, hi, decoded=False))  # [b, L, F]
 
     def hidden(self, start: int, stop: int) -> None:
         return None
