@@ -60,10 +60,10 @@ def simulate_points(config, experiment_path: Path, files: list[Path], metas: dic
     exp_file = folder / "experiment.yaml"
     exp_file.write_text(yaml.safe_dump(experiment_data(config, experiment_path, files, metas), sort_keys=False))
     cases = load_experiment(exp_file)
-    ran, results, failed = [], [], {}
+    ran, results, failed, cache = [], [], {}, {}  # cache: the cases share one trace reader (build_activations)
     for case in tqdm(cases, desc="simulating", unit="case", disable=not progress, leave=False):
         try:
-            results.append(simulate_case(case))
+            results.append(simulate_case(case, cache=cache))
             ran.append(case)
         except CapacityError as err:  # the point does not fit this hardware's DRAM budget: a result, not a crash
             failed[case.name] = str(err)
