@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,40 +39,58 @@ def build_activations(
     source: str = "experiment",
     cache: dict | None = None,
 ) -> ActivationSource:
-    """The source ``cfg`` names. ``cache`` (one dict per run) shares deterministic trace readers between cases:
-    opening and calibrating a trace is most of a small case's set-up time. Random choices are never cached."""
+    """The source ``cfg`` names. ``cache`` (one dict per run) shares sources between cases: opening and calibrating
+    a trace, or projecting it, is most of a small case's set-up time. A source built from random draws (projection,
+    synthetic) is shared only by cases whose generator is in the same state, and each of them gets the generator
+    in the state the build left it in (:func:`_drawn`): sharing never changes a draw."""
     path = resolve_trace_path(cfg.path, experiment_dir, source)
     rule = getattr(cfg, "rule", "threshold:0.9")
 
     def trace(rule: str, calib_tokens: int) -> TraceSource:
         key = (str(path.resolve()), path.stat().st_mtime_ns, rule, calib_tokens)
-        if cache is None:
-            return TraceSource(path, rule, calib_tokens)
-        if key not in cache:
-            cache[key] = TraceSource(path, rule, calib_tokens)
-        return cache[key]
+        return _memo(cache, key, lambda: TraceSource(path, rule, calib_tokens))
 
     if isinstance(cfg, ProjectedActivations):
         base = trace("dense", 1)
         density = opt_6_7b_density(model.n_layers) if cfg.density == "opt-6.7b-table6" else cfg.density
-        src = ProjectedSource.onto(
-            base, model, rng, density=density, gain_sigma=cfg.gain_sigma, calib_tokens=cfg.calib_tokens
-        )
+
+        def project() -> ProjectedSource:
+            kw = {"density": density, "gain_sigma": cfg.gain_sigma, "calib_tokens": cfg.calib_tokens}
+            return ProjectedSource.onto(base, model, rng, **kw)
+
+        src = _drawn(cache, ("projection", id(base), model.model_dump_json(), cfg.model_dump_json()), rng, project)
     elif isinstance(cfg, SyntheticActivations):
-        fitted = fit(trace(rule, cfg.calib_tokens))
-        src = SyntheticSource(
-            fitted,
-            rng,
-            n_tokens=cfg.n_tokens,
-            n_layers=model.n_layers,
-            d_ff=model.n_experts * model.d_ff,
-            density=cfg.density,
-        )
+        base = trace(rule, cfg.calib_tokens)
+        fitted = _memo(cache, ("fit", id(base)), lambda: fit(base))  # id: base lives in the cache
+
+        def sample() -> SyntheticSource:
+            shape = {"n_layers": model.n_layers, "d_ff": model.n_experts * model.d_ff}
+            return SyntheticSource(fitted, rng, n_tokens=cfg.n_tokens, density=cfg.density, **shape)
+
+        src = _drawn(cache, ("synthetic", id(fitted), model.model_dump_json(), cfg.model_dump_json()), rng, sample)
     else:
         src = trace(rule, cfg.calib_tokens)
         src.reader.validate_against(model)
     _check_shape(src, model, source)
     return Offset(src, cfg.offset_tokens) if cfg.offset_tokens else src
+
+
+def _memo(cache: dict | None, key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()`` once per key of ``cache`` (without a cache: every time)."""
+    if cache is None:
+        return build()
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
+def _drawn(cache: dict | None, key: tuple, rng: np.random.Generator, build: Callable[[], Any]) -> Any:
+    """``build()`` (which draws from ``rng``) through ``cache``: a hit returns what the same build from the same
+    generator state returned, and moves ``rng`` to the state that build left it in, as if it had run again."""
+    state = json.dumps(rng.bit_generator.state, sort_keys=True) if cache is not None else None
+    built, after = _memo(cache, (*key, state), lambda: (build(), rng.bit_generator.state))
+    rng.bit_generator.state = after
+    return built
 
 
 def _check_shape(src: ActivationSource, model: ModelProfile, source: str) -> None:
