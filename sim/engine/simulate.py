@@ -15,6 +15,7 @@ from sim.config.experiment import Case
 from sim.devices import Devices, build_devices
 from sim.engine.activations import build_activations
 from sim.engine.decode import TokenTimes, run_token
+from sim.errors import SimError, located
 from sim.layout import build_layout
 from sim.policies.base import RunContext
 from sim.policies.registry import make_policy
@@ -32,7 +33,16 @@ class CaseResult:
 def simulate_case(
     case: Case, progress: Callable[[int], None] | None = None, timeline: bool = True, cache: dict | None = None
 ) -> CaseResult:
-    """Simulate one case. ``cache``: a dict shared by the cases of one run (see build_activations)."""
+    """Simulate one case. ``cache``: a dict shared by the cases of one run (see build_activations). A user error
+    raised while simulating (a budget too small, a trace that does not fit) names the experiment file and case."""
+    try:
+        return _simulate(case, progress, timeline, cache)
+    except SimError as err:
+        where = f"{case.path} (case {case.name})" if case.path else f"case {case.name}"
+        raise located(err, where) from None
+
+
+def _simulate(case: Case, progress: Callable[[int], None] | None, timeline: bool, cache: dict | None) -> CaseResult:
     cfg = case.config
     wall0 = time.perf_counter()
     env = simpy.Environment()

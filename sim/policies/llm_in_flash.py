@@ -134,12 +134,13 @@ class LlmInFlash:
 
     def _train(self, src, rng: np.random.Generator) -> LowRankPredictor:
         cfg, n = self.config, self.config.train_tokens
+        if src.hidden(0, 1) is None:  # e.g. a projection: no hidden states of the target's width exist
+            reason = f"{src.describe()} has no hidden states to train on (use predictor: statistical)"
+            raise ConfigError("experiment", "policy.predictor", reason, "trained")
         if n >= src.n_tokens:
             reason = f"must be below the source's {src.n_tokens} tokens"
             raise ConfigError("experiment", "policy.train_tokens", reason, n)
         x, y = src.hidden(0, n), np.asarray(src.masks(0, n), bool)  # [T, L, d], [T, L, n]
-        if x is None:
-            raise ConfigError("experiment", "policy.predictor", f"{src.describe()} has no hidden states", "trained")
         cfgs = [TrainConfig(rank=int(r), epochs=cfg.train_epochs, target_recall=cfg.recall) for r in self.ranks]
         return LowRankPredictor.train(x, y, cfgs, rng)
 
