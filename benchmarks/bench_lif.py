@@ -20,7 +20,8 @@ Figures (the project's target: >= 1000 simulated tokens per wall-second on one c
                                           and the decode loop, per token): predictions (projected_masks: the true
                                           sets; predictor_false_positives, predictor_keep: the statistical
                                           predictor's draws), window, window_index_extraction, matrix_step, extents
-``python benchmarks/bench_lif.py`` also prints the naive/hybrid figures of bench_engine.py.
+``python benchmarks/bench_lif.py`` also prints the naive/hybrid figures of bench_engine.py. What compiled code would
+make of the per-token neuron work (the predictions, window and matrix): ``benchmarks/floor_lif_compiled.py``.
 """
 
 from __future__ import annotations
