@@ -148,41 +148,30 @@ def test_run_writes_results_folder(tmp_path, capsys):
     assert {e["args"]["name"] for e in trace if e.get("name") == "thread_name"} >= {"flash", "cpu", "token"}
 
 
-def test_failed_run_leaves_nothing(tmp_path, capsys):
-    exp = _write(
-        tmp_path / "e.yaml",
-        {
-            "name": "e",
-            "hardware": str(HW),
-            "model": "opt-6.7b",
-            "decode_tokens": 2,
-            "dram_budget": "1 GB",
-            "policy": {"name": "all_dram"},
-        },
-    )
-    out = tmp_path / "out"
-    assert main(["run", str(exp), "--out", str(out), "--quiet"]) == 2
+def _failed_run(tmp_path: Path, capsys, **fields) -> tuple[Path, str]:
+    """Run an OPT-6.7B experiment with these fields that must fail: (its file, the one-line error)."""
+    base = {"name": "e", "hardware": str(HW), "model": "opt-6.7b", "decode_tokens": 2}
+    exp = _write(tmp_path / "e.yaml", base | fields)
+    assert main(["run", str(exp), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "dram: cannot allocate" in err and "budget" in err and err.count("\n") == 1
+    assert err.count("\n") == 1
+    return exp, err
+
+
+def test_failed_run_leaves_nothing(tmp_path, capsys):
+    exp, err = _failed_run(tmp_path, capsys, dram_budget="1 GB", policy={"name": "all_dram"})
+    assert "dram: cannot allocate" in err and "budget" in err
     assert f"{exp} (case e): dram:" in err  # the file and the case that did not fit
-    assert not out.exists() and list(tmp_path.iterdir()) == [exp]
+    assert list(tmp_path.iterdir()) == [exp]  # no results folder, nothing half-written
 
 
 def test_an_error_while_simulating_names_the_file_the_case_and_the_key(tmp_path, capsys):
-    exp = _write(
-        tmp_path / "e.yaml",
-        {
-            "name": "e",
-            "hardware": str(HW),
-            "model": "opt-6.7b",
-            "decode_tokens": 2,
-            "activations": {"source": "projection", "path": "traces/smollm2-135m.trace", "calib_tokens": 16},
-            "policy": {"name": "llm_in_flash", "predictor": "trained"},
-            "cases": [{"name": "trained-on-projection", "set": {"policy.window_k": 2}}],
-        },
+    exp, err = _failed_run(
+        tmp_path,
+        capsys,
+        activations={"source": "projection", "path": "traces/smollm2-135m.trace", "calib_tokens": 16},
+        policy={"name": "llm_in_flash", "predictor": "trained"},
+        cases=[{"name": "trained-on-projection", "set": {"policy.window_k": 2}}],
     )
-    assert main(["run", str(exp), "--out", str(tmp_path / "out"), "--quiet"]) == 2
-    err = capsys.readouterr().err
     assert err.startswith(f"error: {exp} (case trained-on-projection): policy.predictor: projection of [trace")
     assert "has no hidden states to train on" in err and err.rstrip().endswith("(got 'trained')")
-    assert err.count("\n") == 1
