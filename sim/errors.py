@@ -37,14 +37,13 @@ class CapacityError(SimError):
     """A memory device asked to hold more than its capacity (e.g. the DRAM budget)."""
 
 
-def located(err: SimError, where: str) -> SimError:
-    """``err`` said of ``where`` (e.g. ``exp.yaml (case all-cpu)``), same class. A ConfigError raised with the
-    placeholder source ``experiment`` (by code that does not know the file) takes ``where`` as its source; any
-    other error that does not already name ``where`` gets it in front."""
+def located(err: SimError, file: str | None, case: str) -> SimError:
+    """``err`` said of a case of an experiment file (``exp.yaml (case all-cpu)``), same class. A ConfigError raised
+    with the placeholder source ``experiment`` (by code that does not know the file) takes the case as its source;
+    any other error that does not already name the file gets the case in front."""
+    where = f"{file} (case {case})" if file else f"case {case}"
     if isinstance(err, ConfigError):
-        if err.source == "experiment":
-            return ConfigError(where, err.key, err.reason, err.value)
-        return err
-    if str(err).startswith(where.split(" (case ")[0]):
+        return ConfigError(where, err.key, err.reason, err.value) if err.source == "experiment" else err
+    if file and str(err).startswith(file):
         return err
     return type(err)(f"{where}: {err}")

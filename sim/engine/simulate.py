@@ -38,8 +38,7 @@ def simulate_case(
     try:
         return _simulate(case, progress, timeline, cache)
     except SimError as err:
-        where = f"{case.path} (case {case.name})" if case.path else f"case {case.name}"
-        raise located(err, where) from None
+        raise located(err, str(case.path) if case.path else None, case.name) from None
 
 
 def _simulate(case: Case, progress: Callable[[int], None] | None, timeline: bool, cache: dict | None) -> CaseResult:
