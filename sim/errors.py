@@ -20,6 +20,9 @@ class ConfigError(SimError):
         where = f"{self.source}: {key}: " if key else f"{self.source}: "
         super().__init__(f"{where}{reason}{got}")
 
+    def __reduce__(self):  # pickles across worker processes (Exception's default would pass only the message)
+        return type(self), (self.source, self.key, self.reason, self.value)
+
 
 class UnitError(SimError):
     """A quantity string that does not parse as the expected kind of unit."""

@@ -1,4 +1,4 @@
-"""The results folder of one run, written atomically: a temp folder renamed into place at the end.
+"""The files of a run's results folder (written into the partial folder of :class:`sim.outfolder.ResultsFolder`).
 
 Files:
 - ``config.resolved.yaml`` — every case's fully resolved config (defaults filled in, units as SI numbers);
@@ -16,8 +16,6 @@ Files:
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +54,8 @@ def about(experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseRe
     lines += [first.description, ""] if first.description else []
     lines += [f"Reproduces: {first.reproduces}", ""] if first.reproduces else []
     lines += [f"Calibration: {first.calibration}", ""] if first.calibration else []
+    notes = list(dict.fromkeys(note for case in cases for note in case.notes))
+    lines += [*(f"Note: {note}" for note in notes), ""] if notes else []
     lines += [
         "| case | hardware | model | dtype | processor | policy | activations (which trace drove it) |",
         "|---|---|---|---|---|---|---|",
@@ -114,28 +114,3 @@ def chrome_trace(results: Sequence[CaseResult]) -> dict:
                 }
             )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
-
-
-class AtomicFolder:
-    """``with AtomicFolder(out) as tmp:`` write into tmp; on success tmp replaces ``out``, on error it vanishes."""
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-
-    def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            self.out.rename(old)
-            self.tmp.rename(self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.tmp.rename(self.out)

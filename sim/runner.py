@@ -7,10 +7,15 @@ all of it, plots included, succeeded.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import inspect
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,9 +27,10 @@ from tqdm import tqdm
 from sim.config.base import load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
-from sim.engine.simulate import CaseResult, simulate_case
+from sim.engine.simulate import CaseResult, check_case, simulate_case
 from sim.errors import ConfigError, SimError
-from sim.results import AtomicFolder, write_results
+from sim.outfolder import ResultsFolder
+from sim.results import write_results
 
 PLOTS_DIR = REPO_ROOT / "experiments" / "plots"
 DEFAULT_PLOTS = ("breakdown.py", "timeline.py")
@@ -88,14 +94,22 @@ def validate_experiment(path: str | Path, overrides: dict[str, Any] | None = Non
         _no_overrides(kind, overrides)
         config = validate(OTHER_KINDS[kind].config_class(), load_yaml(path), path)
         return [f"ok  {config.name}: kind {kind}"]
-    lines = []
-    for case in load_experiment(path, overrides):
+    lines, cache = [], {}
+    cases = load_experiment(path, overrides)
+    lines += [f"note: {note}" for note in notes_of(cases)]
+    for case in cases:
+        check_case(case, cache)  # what run does before the first token: traces opened, memory allocated
         c = case.config
         lines.append(
             f"ok  {case.name}: {case.model.name} {c.dtype} on {case.hardware.name}/{c.processor}, "
             f"policy {c.policy.name}, {c.decode_tokens} tokens"
         )
     return lines
+
+
+def notes_of(cases: Sequence[Case]) -> list[str]:
+    """Each distinct note of the cases, in order (e.g. a --set that a case's own set replaces)."""
+    return list(dict.fromkeys(note for case in cases for note in case.notes))
 
 
 def run_experiment(
@@ -117,8 +131,11 @@ def run_experiment(
     if kind != "simulation":
         return _run_other(OTHER_KINDS[kind], kind, path, out, overrides, plots, progress)
     cases = load_experiment(path, overrides)
+    for note in notes_of(cases):
+        print(f"note: {note}", file=sys.stderr)
+    folder = ResultsFolder(out)  # refuses a bad --out before any work
     results = _simulate_all(cases, progress, workers)
-    with AtomicFolder(out) as tmp:
+    with folder as tmp:
         write_results(tmp, path, cases, results)
         for script in plot_scripts(path, cases) if plots else []:
             run_plot(script, tmp)
@@ -133,7 +150,7 @@ def _no_overrides(kind: str, overrides: dict[str, Any] | None) -> None:
 def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plots: bool, progress: bool) -> Path:
     _no_overrides(kind, overrides)
     runner = spec.runner()
-    with AtomicFolder(out) as tmp:
+    with ResultsFolder(out) as tmp:
         if "progress" in inspect.signature(runner).parameters:
             runner(path, tmp, progress=progress)
         else:
@@ -160,10 +177,11 @@ def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1) -> li
 def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int) -> list[CaseResult]:
     """Groups of consecutive cases (a few per worker, so a slow group does not hold the others up) each run in one
     process with one cache: the cases of a group open and calibrate their trace once, as in a serial run."""
+    workers = min(workers, len(cases), os.cpu_count() or 1)
     n_groups = min(len(cases), 4 * workers)
     bounds = [len(cases) * g // n_groups for g in range(n_groups + 1)]
     groups = [list(cases[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_simulate_group, group): len(group) for group in groups}
         with tqdm(
             total=len(cases), unit="case", disable=None if progress else True, desc="simulating", leave=False
@@ -171,6 +189,28 @@ def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int) -> l
             for done in as_completed(futures):
                 bar.update(futures[done])
         return [result for future in futures for result in future.result()]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when the parent ends, however it ends (SIGKILL included).
+
+    Linux: the kernel sends SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread
+    polls the parent's pid once a second. SIGTERM gets its default action back (the CLI's handler, inherited by
+    fork, would unwind the worker through the pool's result pipe instead of ending it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent_pid:  # the parent died before the call took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _simulate_group(cases: Sequence[Case]) -> list[CaseResult]:

@@ -9,6 +9,7 @@ ambiguous, so it is an error rather than a silently wrong result.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -59,13 +60,15 @@ def parse(value: str | int | float, kind: Kind) -> float:
     if isinstance(value, bool):
         raise UnitError(f"expected a {kind} quantity such as {_example(kind)!r}, got {value!r}")
     if isinstance(value, int | float):
-        if value == 0:
+        if value == 0 and math.isfinite(value):
             return 0.0
         raise UnitError(f"{value!r} has no unit; write it as e.g. {_example(kind)!r}")
     match = _NUMBER.match(str(value))
     if not match or match.group(2) is None:
         raise UnitError(f"{value!r} is not a {kind} quantity such as {_example(kind)!r}")
     number, unit = float(match.group(1)), match.group(2).strip()
+    if not math.isfinite(number):
+        raise UnitError(f"{value!r}: the number is too large to be finite")
     scale = _unit_scale(unit, kind)
     if scale is None:
         raise UnitError(f"{value!r}: unknown {kind} unit {unit!r}; e.g. {_example(kind)!r}")
@@ -88,3 +91,9 @@ def format_bytes(n_bytes: float) -> str:
         if abs(n_bytes) >= scale:
             return f"{n_bytes / scale:.3g} {unit}"
     return f"{n_bytes:.0f} B"
+
+
+def format_quantity(si: float, kind: Kind) -> str:
+    """An SI value as a short unit string of ``kind`` for messages (``"1e+15 B/s"``, ``"3600 s"``)."""
+    unit = {"bytes": "B", "bandwidth": "B/s", "time": "s", "flops": "FLOPS", "bits": "bit"}[kind]
+    return f"{si:g} {unit}"

@@ -72,17 +72,25 @@ def test_valid_file_resolves(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ("colour: blue\n", r"exp\.yaml: colour: unknown key \(got 'blue'\)"),
+        ("colour: blue\n", r"exp\.yaml: colour: unknown key; valid keys: .*\(got 'blue'\)"),
         ("dram_budget: 6.7 gigabytes\n", r"exp\.yaml: dram_budget: .*unknown bytes unit"),
         ("dram_budget: 6.7\n", r"exp\.yaml: dram_budget: 6\.7 has no unit"),
         ("processor: tpu\n", r"exp\.yaml: processor: not in hardware 'hw-simple'.*\(got 'tpu'\)"),
         ("dtype: fp8\n", r"exp\.yaml: dtype: Input should be .*\(got 'fp8'\)"),
         ("decode_tokens: 0\n", r"exp\.yaml: decode_tokens: .*greater than or equal to 1"),
+        ("decode_tokens: true\n", r"exp\.yaml: decode_tokens: Input should be a valid integer \(got True\)"),
     ],
 )
 def test_bad_values_name_file_key_value(tmp_path, extra, match):
+    key = extra.split(":")[0] + ":"
+    base = "".join(line for line in BASE.splitlines(keepends=True) if not line.startswith(key))  # extra replaces it
     with pytest.raises(ConfigError, match=match):
-        load_experiment(write(tmp_path, BASE + extra))
+        load_experiment(write(tmp_path, base + extra))
+
+
+def test_duplicate_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: line \d+: duplicate or unhashable mapping key \(got 'name'\)"):
+        load_experiment(write(tmp_path, BASE + "name: again\n"))
 
 
 def test_unknown_profile_lists_known(tmp_path):
@@ -96,7 +104,7 @@ def test_unknown_profile_lists_known(tmp_path):
 def test_unknown_policy_and_policy_key(tmp_path):
     with pytest.raises(ConfigError, match=r"policy: .*'magic'"):
         load_experiment(write(tmp_path, BASE.replace("name: naive", "name: magic")))
-    with pytest.raises(ConfigError, match=r"policy\.naive\.speed: unknown key"):
+    with pytest.raises(ConfigError, match=r"policy\.speed: unknown key; valid keys: name, overlap"):
         load_experiment(write(tmp_path, BASE.replace("name: naive", "name: naive, speed: 2")))
 
 
@@ -155,7 +163,7 @@ def test_sweep_expands_cases_as_a_grid(tmp_path):
 
 
 def test_sweep_bad_value_names_the_case(tmp_path):
-    with pytest.raises(ConfigError, match=r"\(case t,window_k=-1\): policy\.llm_in_flash\.window_k"):
+    with pytest.raises(ConfigError, match=r"\(case t,window_k=-1\): policy\.window_k"):
         load_experiment(
             write(tmp_path, BASE.replace("name: naive", "name: llm_in_flash") + "sweep: {policy.window_k: [-1]}\n")
         )

@@ -228,7 +228,7 @@ def _ctx(model, source, budget_bytes: float | None = None, dtype: str = "fp16", 
     devices = build_devices(simpy.Environment(), hw, budget_bytes)
     return RunContext(
         model=model, hardware=hw, devices=devices, dtype=dtype, kv_dtype="fp16", processor="cpu",
-        context_tokens=16, layout=build_layout("layer_major", model, dtype), activations=source,
+        context_tokens=16, decode_tokens=1, layout=build_layout("layer_major", model, dtype), activations=source,
         rng=np.random.default_rng(seed),
     )  # fmt: skip
 

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
+from sim.config.base import parse_yaml
 from sim.errors import ConfigError
 from sim.runner import run_experiment, validate_experiment
 
@@ -19,13 +18,18 @@ def parse_sets(items: list[str]) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("--set", item, "expected KEY=VALUE with a dotted KEY")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, f"--set {key.strip()}")
     return out
 
 
+MAX_WORKERS = 1024
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise ConfigError("--workers", "", "must be >= 1", args.workers)
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigError(
+            "--workers", "", f"must be from 1 to {MAX_WORKERS} (it is capped by cases and cores)", args.workers
+        )
     out = run_experiment(
         args.file,
         args.out,

@@ -25,6 +25,11 @@ class _FromTrace(StrictModel):
     path: str = Field(description="trace file (.trace)")
     calib_tokens: int = Field(2048, ge=1, description="tokens that calibrate per-layer thresholds")
     offset_tokens: int = Field(0, ge=0, description="decode step t reads source token offset_tokens + t")
+    loop: bool = Field(
+        False,
+        description="past the source's last token start again at its first (for runs longer than the trace; "
+        "said in every result's activations line); false: a run longer than the source is an error",
+    )
 
 
 class TraceActivations(_FromTrace):

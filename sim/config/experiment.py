@@ -22,7 +22,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -33,6 +33,9 @@ from sim.config.profiles import load_hardware, load_model
 from sim.errors import ConfigError
 from sim.models.profile import ModelProfile
 from sim.policies.registry import PolicyConfig
+from sim.units import format_bytes
+
+MAX_DECODE_TOKENS = 1_000_000  # per case: minutes to hours of wall time; more is a typo, not a study
 
 # Metrics a case may state published values for; each is a column of the run's summary.
 PublishedMetric = Literal[
@@ -71,14 +74,16 @@ class ExperimentConfig(StrictModel):
     kv_dtype: Dtype = "fp16"
     processor: str = "cpu"
     dram_budget: Bytes | None = Field(None, description="bytes; default: capacity of memory 'dram'")
-    context_tokens: int = Field(128, ge=0)
-    decode_tokens: int = Field(32, ge=1)
+    context_tokens: int = Field(128, ge=0, le=10_000_000, description="prompt tokens already in the KV cache")
+    decode_tokens: int = Field(
+        32, ge=1, le=MAX_DECODE_TOKENS, description="decode steps per case (the simulator runs ~100-5000 a second)"
+    )
     layout: LayoutConfig = LayoutConfig()
     policy: PolicyConfig
     activations: ActivationsConfig | None = Field(None, description="which trace drives the run (see activations.py)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seed of the run's np.random.Generator")
     ci: bool = Field(False, description="run in CI; its comparison.csv must match experiments/expected/<name>.csv")
-    timeline_tokens: int = Field(3, ge=0, description="tokens whose device spans go to timeline.json")
+    timeline_tokens: int = Field(3, ge=0, le=1000, description="tokens whose device spans go to timeline.json")
     engine_mode: Literal["auto", "events"] = Field(
         "auto",
         description="auto: a serial token with the machine to itself is computed in closed form and advances "
@@ -103,7 +108,7 @@ class ExperimentFile(StrictModel):
     """
 
     cases: list[CaseConfig] = []
-    sweep: dict[str, list[Any]] = {}
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
 
     def expanded(self) -> list[CaseConfig]:
         if not self.sweep:
@@ -138,6 +143,7 @@ class Case:
     raw: dict[str, Any]
     path: Path | None = None  # the experiment file (relative paths in it resolve from its folder)
     sweep: dict[str, Any] | None = None  # the sweep point of this case, if it came from a sweep
+    notes: tuple[str, ...] = ()  # things the user should know about how the case was resolved
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Case]:
@@ -155,10 +161,20 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ConfigError(path, "cases", "case names must be unique", names)
-    return [_resolve_case(path, data, case) for case in cases]
+    return [_resolve_case(path, data, case, tuple(overrides or ())) for case in cases]
 
 
-def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig) -> Case:
+def _shadowed(overrides: tuple[str, ...], case: CaseConfig) -> tuple[str, ...]:
+    """Notes on ``--set`` paths that a case's own ``set`` replaces (the case wins: it is applied last)."""
+    notes = []
+    for key in overrides:
+        hits = [k for k in case.set if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+        if hits:
+            notes.append(f"--set {key} is overridden in case {case.name} by its set: {', '.join(hits)}")
+    return tuple(notes)
+
+
+def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides: tuple[str, ...] = ()) -> Case:
     raw = base
     for dotted, value in case.set.items():
         raw = set_path(raw, dotted, value)
@@ -167,7 +183,8 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig) -> Case:
     hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
     model = load_model(config.model, source, "model")
     _check_references(source, config, hardware)
-    return Case(case.name, config, hardware, model, dict(case.published), raw, path, dict(case.sweep))
+    notes = _shadowed(overrides, case)
+    return Case(case.name, config, hardware, model, dict(case.published), raw, path, dict(case.sweep), notes)
 
 
 def _check_references(source: str, config: ExperimentConfig, hardware: HardwareProfile) -> None:
@@ -182,6 +199,13 @@ def _check_references(source: str, config: ExperimentConfig, hardware: HardwareP
             raise ConfigError(source, key, reason, dtype)
     if "dram" not in hardware.memories:
         raise ConfigError(source, "hardware", "profile has no memory named 'dram'", hardware.name)
+    budgeted = hardware.memories[hardware.flash.target_memory]
+    if config.dram_budget is not None and config.dram_budget > budgeted.capacity:
+        reason = (
+            f"exceeds the {format_bytes(budgeted.capacity)} of memory {hardware.flash.target_memory!r} of "
+            f"{hardware.name!r} (raise its capacity with hardware_overrides for a what-if)"
+        )
+        raise ConfigError(source, "dram_budget", reason, format_bytes(config.dram_budget))
     compute_memory, flash_memory = hardware.processors[config.processor].memory, hardware.flash.target_memory
     if compute_memory != flash_memory and not any(
         set(link.ends) == {compute_memory, flash_memory} for link in hardware.links.values()

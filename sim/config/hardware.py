@@ -16,6 +16,10 @@ from sim.config.base import BandwidthBps, Bytes, Flops, Seconds, StrictModel
 Dtype = Literal["fp32", "fp16", "bf16", "int8", "q8_0", "q4_0", "q4_1"]
 
 
+def _increasing(values: list) -> bool:
+    return all(a < b for a, b in zip(values, values[1:], strict=False))
+
+
 class FlashCurve(StrictModel):
     """Read throughput measured at each (queue depth, chunk size); interpolated in log-log space."""
 
@@ -25,10 +29,10 @@ class FlashCurve(StrictModel):
 
     @model_validator(mode="after")
     def _shape(self) -> FlashCurve:
-        if sorted(self.chunk_sizes) != list(self.chunk_sizes) or min(self.chunk_sizes) <= 0:
-            raise ValueError("chunk_sizes must be positive and increasing")
-        if sorted(self.queue_depths) != list(self.queue_depths) or min(self.queue_depths) < 1:
-            raise ValueError("queue_depths must be >= 1 and increasing")
+        if not _increasing(self.chunk_sizes) or min(self.chunk_sizes) <= 0:
+            raise ValueError(f"chunk_sizes must be positive and strictly increasing (got {self.chunk_sizes})")
+        if not _increasing(self.queue_depths) or min(self.queue_depths) < 1:
+            raise ValueError(f"queue_depths must be >= 1 and strictly increasing (got {self.queue_depths})")
         if len(self.throughput) != len(self.queue_depths) or any(
             len(row) != len(self.chunk_sizes) for row in self.throughput
         ):
@@ -44,9 +48,9 @@ class FlashCurve(StrictModel):
 class FlashSpec(StrictModel):
     """A flash device (SSD / UFS). Reads land in ``target_memory``."""
 
-    capacity: Bytes
+    capacity: Bytes = Field(gt=0)
     latency: Seconds = Field(description="per read request batch, s")
-    max_queue_depth: int = Field(ge=1, description="outstanding reads the host keeps (threads / io_uring)")
+    max_queue_depth: int = Field(ge=1, le=65536, description="outstanding reads the host keeps (threads / io_uring)")
     curve: FlashCurve
     target_memory: str = "dram"
 
@@ -54,7 +58,7 @@ class FlashSpec(StrictModel):
 class MemorySpec(StrictModel):
     """DRAM or device memory (HBM / GDDR)."""
 
-    capacity: Bytes
+    capacity: Bytes = Field(gt=0)
     bandwidth: BandwidthBps
     copy_bandwidth: BandwidthBps = Field(description="memcpy within this memory (bytes moved per s)")
 
@@ -62,7 +66,7 @@ class MemorySpec(StrictModel):
 class LinkSpec(StrictModel):
     """A point-to-point link between two memories, one fair-shared channel per direction."""
 
-    ends: tuple[str, str]
+    ends: tuple[str, str] = Field(strict=False)
     bandwidth_forward: BandwidthBps = Field(description="ends[0] -> ends[1], B/s")
     bandwidth_reverse: BandwidthBps = Field(description="ends[1] -> ends[0], B/s")
     latency: Seconds
@@ -84,7 +88,7 @@ class ProcessorSpec(StrictModel):
 class HardwareProfile(StrictModel):
     name: str
     description: str = ""
-    extends: str | None = None
+    extends: str | None = Field(None, description="profile this one is merged over")
     flash: FlashSpec
     memories: dict[str, MemorySpec]
     links: dict[str, LinkSpec] = {}

@@ -43,6 +43,8 @@ def _raw_hardware(name: str, source: str, key: str, seen: tuple[str, ...] = ()) 
     parent = data.get("extends")
     if parent is None:
         return data, path
+    if not isinstance(parent, str):
+        raise ConfigError(path, "extends", "must be the name of (or path to) another hardware profile", parent)
     if parent in seen:
         raise ConfigError(path, "extends", "circular extends", parent)
     base, _ = _raw_hardware(parent, str(path), "extends", (*seen, name))

@@ -14,7 +14,7 @@ from sim.config.profiles import REPO_ROOT
 from sim.errors import ConfigError, TraceError
 from sim.models.profile import ModelProfile
 from sim.traces.projection import ProjectedSource, opt_6_7b_density
-from sim.traces.source import ActivationSource, TraceSource, active_counts
+from sim.traces.source import ActivationSource, Looped, Offset, TraceSource
 from sim.traces.synthetic import SyntheticSource, fit
 
 
@@ -72,7 +72,8 @@ def build_activations(
         src = trace(rule, cfg.calib_tokens)
         src.reader.validate_against(model)
     _check_shape(src, model, source)
-    return Offset(src, cfg.offset_tokens) if cfg.offset_tokens else src
+    src = Offset(src, cfg.offset_tokens) if cfg.offset_tokens else src
+    return Looped(src) if cfg.loop else src
 
 
 def _memo(cache: dict | None, key: tuple, build: Callable[[], Any]) -> Any:
@@ -100,25 +101,3 @@ def _check_shape(src: ActivationSource, model: ModelProfile, source: str) -> Non
             f"{source}: activations {src.describe()} have {src.n_layers} layers x {src.d_ff} neurons, "
             f"model {model.name} needs {model.n_layers} x {n} (use source: projection)"
         )
-
-
-class Offset:
-    """A source whose token 0 is another source's token ``offset`` (e.g. to skip a predictor's training tokens)."""
-
-    def __init__(self, base: ActivationSource, offset: int):
-        if offset >= base.n_tokens:
-            raise TraceError(f"offset_tokens {offset} >= the {base.n_tokens} tokens of {base.describe()}")
-        self.base, self.offset = base, offset
-        self.n_layers, self.d_ff, self.n_tokens = base.n_layers, base.d_ff, base.n_tokens - offset
-
-    def masks(self, start: int, stop: int) -> np.ndarray:
-        return self.base.masks(start + self.offset, stop + self.offset)
-
-    def active_counts(self, start: int, stop: int) -> np.ndarray:
-        return active_counts(self.base, start + self.offset, stop + self.offset)
-
-    def hidden(self, start: int, stop: int) -> np.ndarray | None:
-        return self.base.hidden(start + self.offset, stop + self.offset)
-
-    def describe(self) -> str:
-        return f"{self.base.describe()}, from token {self.offset}"

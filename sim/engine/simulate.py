@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +16,12 @@ from sim.config.experiment import Case
 from sim.devices import Devices, build_devices
 from sim.engine.activations import build_activations
 from sim.engine.decode import TokenTimes, run_token
-from sim.errors import SimError, located
+from sim.errors import CapacityError, SimError, located
 from sim.layout import build_layout
-from sim.policies.base import RunContext
+from sim.policies.base import Policy, RunContext
 from sim.policies.registry import make_policy
 from sim.stats.recorder import NullRecorder, Recorder
+from sim.units import format_bytes
 
 
 @dataclass
@@ -35,13 +37,40 @@ def simulate_case(
 ) -> CaseResult:
     """Simulate one case. ``cache``: a dict shared by the cases of one run (see build_activations). A user error
     raised while simulating (a budget too small, a trace that does not fit) names the experiment file and case."""
+    with _located(case):
+        return _simulate(prepare_case(case, timeline, cache), progress)
+
+
+def check_case(case: Case, cache: dict | None = None) -> None:
+    """Everything a run does before its first simulated token (devices, layout, activations, the policy's set-up
+    and allocations), so that ``validate`` reports the errors ``run`` would."""
+    with _located(case):
+        prepare_case(case, False, cache)
+
+
+@contextmanager
+def _located(case: Case):
     try:
-        return _simulate(case, progress, timeline, cache)
+        yield
     except SimError as err:
         raise located(err, str(case.path) if case.path else None, case.name) from None
 
 
-def _simulate(case: Case, progress: Callable[[int], None] | None, timeline: bool, cache: dict | None) -> CaseResult:
+@dataclass
+class Prepared:
+    """A case set up and ready to decode its first token."""
+
+    case: Case
+    env: simpy.Environment
+    recorder: Recorder
+    devices: Devices
+    ctx: RunContext
+    policy: Policy
+    resident: dict[str, float]
+    wall0: float
+
+
+def prepare_case(case: Case, timeline: bool, cache: dict | None) -> Prepared:
     cfg = case.config
     wall0 = time.perf_counter()
     env = simpy.Environment()
@@ -49,6 +78,8 @@ def _simulate(case: Case, progress: Callable[[int], None] | None, timeline: bool
     budget = cfg.dram_budget if cfg.dram_budget is not None else case.hardware.memories["dram"].capacity
     devices = build_devices(env, case.hardware, budget, recorder)
     rng = np.random.default_rng(cfg.seed)
+    layout = build_layout(cfg.layout.name, case.model, cfg.dtype)
+    _check_flash_holds(case, layout.total_bytes)
     ctx = RunContext(
         model=case.model,
         hardware=case.hardware,
@@ -57,19 +88,33 @@ def _simulate(case: Case, progress: Callable[[int], None] | None, timeline: bool
         kv_dtype=cfg.kv_dtype,
         processor=cfg.processor,
         context_tokens=cfg.context_tokens,
-        layout=build_layout(cfg.layout.name, case.model, cfg.dtype),
+        decode_tokens=cfg.decode_tokens,
+        layout=layout,
         activations=_activations(case, rng, cache),
         rng=rng,
     )
     policy = make_policy(cfg.policy)
     policy.setup(ctx)
     resident = devices.memories["dram"].tenants()
+    return Prepared(case, env, recorder, devices, ctx, policy, resident, wall0)
+
+
+def _check_flash_holds(case: Case, model_bytes: float) -> None:
+    capacity = case.hardware.flash.capacity
+    if model_bytes > capacity:
+        reason = f"the model's {format_bytes(model_bytes)} do not fit its {format_bytes(capacity)} flash"
+        raise CapacityError(f"hardware {case.hardware.name!r}: {reason}")
+
+
+def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseResult:
+    case, env, devices, recorder = prep.case, prep.env, prep.devices, prep.recorder
     rows: list[dict[str, float]] = []
-    env.process(_decode(env, devices, policy, cfg, recorder, rows, progress))
+    env.process(_decode(env, devices, prep.policy, case.config, recorder, rows, progress))
     env.run()
     n_events = next(env._eid)  # SimPy's event counter: events scheduled so far (private, stable since 3.0)
     tokens = pd.DataFrame(rows)
-    summary = _summarise(case, tokens, resident, devices, n_events, time.perf_counter() - wall0, ctx)
+    wall_s = time.perf_counter() - prep.wall0
+    summary = _summarise(case, tokens, prep.resident, devices, n_events, wall_s, prep.ctx)
     return CaseResult(case.name, tokens, summary, recorder)
 
 

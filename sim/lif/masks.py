@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.errors import ConfigError
 from sim.lif import bits
 from sim.lif.predictor import LowRankPredictor
 from sim.lif.statistical import StatisticalPredictor
@@ -50,7 +51,7 @@ class TokenMasks:
 class MaskStream:
     def __init__(
         self, source: Any, kind: str, offset: int, predictor: Any = None, seed: int = 0, block: int = 64,
-        shape: tuple[int, int] | None = None, cache_tokens: int = 0,
+        shape: tuple[int, int] | None = None, cache_tokens: int = 0, n_steps: int | None = None,
     ):  # fmt: skip
         if kind not in PREDICTOR_KINDS:
             raise ValueError(f"unknown predictor kind {kind!r}; known: {', '.join(PREDICTOR_KINDS)}")
@@ -63,7 +64,20 @@ class MaskStream:
         if source is None and (kind != "none" or shape is None):
             raise ValueError(f"predictor kind {kind!r} needs an activation source (kind 'none' needs shape=)")
         self.cache_tokens, self._cache = cache_tokens, []
+        if n_steps is not None and source is not None:
+            self._check_length(n_steps)
         self._restart()
+
+    def _check_length(self, n_steps: int) -> None:
+        """The source must hold steps 0..n_steps-1 (ConfigError naming decode_tokens, caught at validate)."""
+        n_tokens = int(self.source.n_tokens)
+        if self.offset + n_steps > n_tokens:
+            first = f"from token {self.offset} " if self.offset else ""
+            reason = (
+                f"{n_steps} steps need {n_steps} source tokens {first}but {self.source.describe()} has {n_tokens}; "
+                "decode fewer tokens or set activations.loop: true"
+            )
+            raise ConfigError("experiment", "decode_tokens", reason, n_steps)
 
     def _restart(self) -> None:
         self._rng = np.random.default_rng(self.seed)

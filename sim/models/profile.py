@@ -41,18 +41,20 @@ def dtype_bytes(dtype: str, n_weights: float) -> float:
 class ModelProfile(StrictModel):
     name: str
     source: str = Field(description="where the shapes come from (config.json, paper)")
-    n_layers: int = Field(gt=0)
-    d_model: int = Field(gt=0)
-    d_ff: int = Field(gt=0, description="FFN hidden size per expert")
-    n_heads: int = Field(gt=0)
-    n_kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
+    # Bounds: a few times the largest published models (so a typo such as d_ff: 10^9 is an error, not a
+    # MemoryError): 1000 layers, d_model 65536, 2^20 FFN neurons per expert, 4M vocabulary, 4096 experts.
+    n_layers: int = Field(gt=0, le=1000)
+    d_model: int = Field(gt=0, le=65536)
+    d_ff: int = Field(gt=0, le=2**20, description="FFN hidden size per expert")
+    n_heads: int = Field(gt=0, le=1024)
+    n_kv_heads: int = Field(gt=0, le=1024)
+    head_dim: int = Field(gt=0, le=1024)
+    vocab_size: int = Field(gt=0, le=2**22)
     ffn_kind: FfnKind
     tied_embeddings: bool = False
-    max_positions_learned: int = Field(0, ge=0, description="learned position table rows (OPT), else 0")
-    n_experts: int = Field(1, ge=1)
-    experts_top_k: int = Field(1, ge=1)
+    max_positions_learned: int = Field(0, ge=0, le=2**20, description="learned position table rows (OPT), else 0")
+    n_experts: int = Field(1, ge=1, le=4096)
+    experts_top_k: int = Field(1, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _check(self) -> ModelProfile:

@@ -25,6 +25,7 @@ class RunContext:
     kv_dtype: str
     processor: str  # name of the processor that runs the model (a key of hardware.processors)
     context_tokens: int  # KV length at the first decoded token (prompt length)
+    decode_tokens: int  # decode steps the run will ask for
     layout: Layout  # where every weight lives on flash
     activations: Any | None  # sim.traces.source.ActivationSource, or None for policies that need none
     rng: np.random.Generator

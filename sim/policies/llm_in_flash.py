@@ -114,23 +114,24 @@ class LlmInFlash:
         seed = int(ctx.rng.integers(2**62))
         shape = (self.n_layers, self.n)
         cache = cfg.capacity_tokens if cfg.window_k > 0 else 0  # the dry run's steps, replayed by the real run
+        steps = {"cache_tokens": cache, "n_steps": max(cache, ctx.decode_tokens)}
         if cfg.predictor == "trained" and cfg.predictor_path is not None:
             self.predictor = self._load_predictor(ctx)
             self.ranks = self.predictor.ranks
-            return MaskStream(src, "trained", 0, self.predictor, shape=shape, cache_tokens=cache)
+            return MaskStream(src, "trained", 0, self.predictor, shape=shape, **steps)
         if cfg.predictor == "trained":
             self.predictor = self._train(src, np.random.default_rng(seed))
             self.ranks = self.predictor.ranks
-            return MaskStream(src, "trained", cfg.train_tokens, self.predictor, shape=shape, cache_tokens=cache)
+            return MaskStream(src, "trained", cfg.train_tokens, self.predictor, shape=shape, **steps)
         if cfg.predictor == "statistical":
             weights = None
             if cfg.fp_weighting == "frequency":
                 n_freq = min(cfg.capacity_tokens, src.n_tokens)
                 weights = active_counts(src, 0, n_freq).astype(np.float32) / n_freq + 1e-3  # [L, n] frequency
             self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
-            return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, cache_tokens=cache)
+            return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, **steps)
         self.predictor = None
-        return MaskStream(src, cfg.predictor, 0, shape=shape, cache_tokens=cache)
+        return MaskStream(src, cfg.predictor, 0, shape=shape, **steps)
 
     def _train(self, src, rng: np.random.Generator) -> LowRankPredictor:
         cfg, n = self.config, self.config.train_tokens

@@ -115,3 +115,62 @@ class TraceSource:
 
     def describe(self) -> str:
         return f"{self.describe_file()}, rule {self.rule.describe()}"
+
+
+class Offset:
+    """A source whose token 0 is another source's token ``offset`` (e.g. to skip a predictor's training tokens)."""
+
+    def __init__(self, base: ActivationSource, offset: int):
+        if offset >= base.n_tokens:
+            raise TraceError(f"offset_tokens {offset} >= the {base.n_tokens} tokens of {base.describe()}")
+        self.base, self.offset = base, offset
+        self.n_layers, self.d_ff, self.n_tokens = base.n_layers, base.d_ff, base.n_tokens - offset
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        return self.base.masks(start + self.offset, stop + self.offset)
+
+    def active_counts(self, start: int, stop: int) -> np.ndarray:
+        return active_counts(self.base, start + self.offset, stop + self.offset)
+
+    def hidden(self, start: int, stop: int) -> np.ndarray | None:
+        return self.base.hidden(start + self.offset, stop + self.offset)
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, from token {self.offset}"
+
+
+LOOPED_TOKENS = 2**40  # a looped source never runs out
+
+
+class Looped:
+    """A source that starts again at its first token after its last: token t is ``base`` token t mod n.
+
+    For runs longer than a trace. The repetition is stated in :meth:`describe` (so in every result): a window
+    or cache sees the same tokens again after n, which a real long generation would not."""
+
+    def __init__(self, base: ActivationSource):
+        self.base, self.period = base, int(base.n_tokens)
+        self.n_layers, self.d_ff, self.n_tokens = base.n_layers, base.d_ff, LOOPED_TOKENS
+
+    def _pieces(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """[start, stop) as base ranges, in order."""
+        pieces, t = [], start
+        while t < stop:
+            lo = t % self.period
+            hi = min(self.period, lo + (stop - t))
+            pieces.append((lo, hi))
+            t += hi - lo
+        return pieces
+
+    def masks(self, start: int, stop: int) -> np.ndarray:
+        return np.concatenate([self.base.masks(lo, hi) for lo, hi in self._pieces(start, stop)])
+
+    def active_counts(self, start: int, stop: int) -> np.ndarray:
+        return sum(active_counts(self.base, lo, hi) for lo, hi in self._pieces(start, stop))
+
+    def hidden(self, start: int, stop: int) -> np.ndarray | None:
+        parts = [self.base.hidden(lo, hi) for lo, hi in self._pieces(start, stop)]
+        return None if parts[0] is None else np.concatenate(parts)
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, looped every {self.period} tokens"
