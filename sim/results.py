@@ -2,8 +2,9 @@
 
 Files:
 - ``config.resolved.yaml`` — every case's fully resolved config (defaults filled in, units as SI numbers);
-- ``tokens.parquet`` — one row per (case, token): io_stall_s, xfer_s, memmgmt_s, compute_s, total_s,
-  bytes per device, policy statistics;
+- ``tokens.parquet`` — one row per (case, step): its phase (prefill chunk or decode step of the batch), requests
+  and tokens, io_stall_s, xfer_s, memmgmt_s, compute_s, total_s, bytes per device, memory in use, policy statistics;
+- ``requests.parquet`` — one row per (case, request): arrival, prompt and output lengths, first token, finish;
 - ``summary.json`` / ``summary.csv`` — per case: mean latency breakdown (ms), p50/p99, tokens/s, flash bytes
   and throughput, DRAM tenants, SimPy events per token, which activation trace drove it;
 - ``timeline.json`` — Chrome / Perfetto trace of device activity for the first ``timeline_tokens`` tokens;
@@ -36,6 +37,8 @@ def write_results(tmp: Path, experiment_path: Path, cases: Sequence[Case], resul
     (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     tokens = pd.concat([r.tokens.assign(case=r.name) for r in results], ignore_index=True)
     tokens.to_parquet(tmp / "tokens.parquet", index=False)
+    requests = pd.concat([r.requests.assign(case=r.name) for r in results], ignore_index=True)
+    requests.to_parquet(tmp / "requests.parquet", index=False)
     summaries = [r.summary for r in results]
     (tmp / "summary.json").write_text(json.dumps(summaries, indent=2))
     flat = [{k: v for k, v in s.items() if not isinstance(v, dict)} for s in summaries]

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from sim.config.base import load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
-from sim.engine.simulate import CaseResult, check_case, simulate_case
+from sim.config.workload import Uniform
+from sim.engine.simulate import CaseResult, check_case, make_requests, simulate_case
 from sim.errors import ConfigError, SimError
 from sim.outfolder import ResultsFolder
 from sim.results import write_results
@@ -102,9 +103,13 @@ def validate_experiment(path: str | Path, overrides: dict[str, Any] | None = Non
         c = case.config
         lines.append(
             f"ok  {case.name}: {case.model.name} {c.dtype} on {case.hardware.name}/{c.processor}, "
-            f"policy {c.policy.name}, {c.decode_tokens} tokens"
+            f"policy {c.policy.name}, {c.n_requests} request(s) x {_tokens(c.decode_tokens)} tokens, batch {c.batch}"
         )
     return lines
+
+
+def _tokens(length) -> str:
+    return f"{length.low}-{length.high}" if isinstance(length, Uniform) else str(length)
 
 
 def notes_of(cases: Sequence[Case]) -> list[str]:
@@ -165,7 +170,7 @@ def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1) -> li
     config and seed, so results are identical either way; trace readers are then shared per process only)."""
     if workers > 1 and len(cases) > 1:
         return _simulate_parallel(cases, progress, workers)
-    total = sum(c.config.decode_tokens for c in cases)
+    total = sum(r.decode_tokens for c in cases for r in make_requests(c.config))
     with tqdm(total=total, unit="tok", disable=None if progress else True, desc="simulating", leave=False) as bar:
         results, cache = [], {}
         for case in cases:

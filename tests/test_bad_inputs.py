@@ -168,7 +168,10 @@ def test_workers_beyond_reason(tmp_path, capsys):
 def test_a_config_error_inside_a_worker_is_the_same_line(tmp_path, capsys):
     exp = _write(
         tmp_path,
-        {**BASE, "cases": [{"name": "ok"}, {"name": "tight", "set": {"policy.name": "all_dram", "dram_budget": "1 kB"}}]},  # noqa: E501
+        {
+            **BASE,
+            "cases": [{"name": "ok"}, {"name": "tight", "set": {"policy.name": "all_dram", "dram_budget": "1 kB"}}],
+        },  # noqa: E501
     )
     code, err = _cli(tmp_path, capsys, "run", str(exp), "--workers", "2", "--quiet", "--no-plots",
                      "--out", str(tmp_path / "out"))  # fmt: skip
@@ -197,7 +200,6 @@ def _children(pid: int) -> list[int]:
 
 def _wait_for_children(pid: int, n: int) -> list[int]:
 
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         kids = _children(pid)
@@ -208,7 +210,6 @@ def _wait_for_children(pid: int, n: int) -> list[int]:
 
 
 def _wait_gone(pid: int) -> None:
-
 
     deadline = time.monotonic() + 30
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from sim.config.hardware import FlashSpec, HardwareProfile, LinkSpec, MemorySpec, ProcessorSpec
 from sim.devices import FairShare, Flash, Link, Memory, Op, Processor, build_devices
 from sim.errors import CapacityError
-from sim.stats.recorder import Recorder
 
 KiB, MiB = 1024, 1024 * 1024
 LATENCY_S = 100e-6
@@ -104,7 +103,7 @@ def test_adjacent_extents_merge():
     merged = Flash.merge_extents(extents((8192, 4096), (0, 4096), (4096, 4096), (20000, 100)))
     assert merged.tolist() == [[0, 12288], [20000, 100]]
     three = extents((0, 4096), (4096, 4096), (65536, 4096))  # 3 extents, 2 adjacent -> 2 requests
-    assert Flash(simpy.Environment(), flash_spec()).service_time_s(three)[1:] == (2, 12288.0)
+    assert Flash(simpy.Environment(), flash_spec()).price_one(three)[1:] == (2, 12288.0)
 
 
 def test_overlapping_and_contained_extents_merge():
@@ -147,28 +146,26 @@ def test_merge_covers_the_union_of_any_extents(pairs):
 def test_service_time_uses_merged_sizes_and_queue_depth():
     flash = Flash(simpy.Environment(), flash_spec())
     reqs = extents((0, 4 * KiB), (1 * MiB, 64 * KiB))  # 2 requests -> qd 2
-    expected = LATENCY_S + 4 * KiB / flash.throughput_Bps(4 * KiB, 2) + 64 * KiB / flash.throughput_Bps(64 * KiB, 2)
-    assert flash.service_time_s(reqs) == pytest.approx((expected, 2, 68 * KiB), rel=1e-9)
-    at_qd8 = LATENCY_S + 4 * KiB / 400e6 + 64 * KiB / 2e9
-    assert flash.service_time_s(reqs, queue_depth=8)[0] == pytest.approx(at_qd8, rel=1e-9)
+    expected = 4 * KiB / flash.throughput_Bps(4 * KiB, 2) + 64 * KiB / flash.throughput_Bps(64 * KiB, 2)
+    assert flash.price_one(reqs) == pytest.approx((expected, 2, 68 * KiB), rel=1e-9)
+    at_qd8 = 4 * KiB / 400e6 + 64 * KiB / 2e9
+    assert flash.price_one(reqs, queue_depth=8).transfer_s == pytest.approx(at_qd8, rel=1e-9)
+    assert flash.service_s(flash.price_one(reqs)) == pytest.approx((LATENCY_S, expected), rel=1e-9)
 
 
 def test_queue_depth_is_capped_by_the_host():
     flash = Flash(simpy.Environment(), flash_spec(max_queue_depth=4))
     reqs = extents(*[(i * 2 * 64 * KiB, 64 * KiB) for i in range(16)])  # 16 separate requests, qd 4
-    expected = LATENCY_S + 16 * 64 * KiB / (500e6 * 4 ** (2 / 3))
-    assert flash.service_time_s(reqs)[0] == pytest.approx(expected, rel=1e-9)
+    expected = 16 * 64 * KiB / (500e6 * 4 ** (2 / 3))
+    assert flash.price_one(reqs).transfer_s == pytest.approx(expected, rel=1e-9)
 
 
 def test_unmerged_read_issues_one_request_per_extent():
-    env = simpy.Environment()
-    flash = Flash(env, flash_spec())
+    flash = Flash(simpy.Environment(), flash_spec())
     adjacent = extents((0, 16 * KiB), (16 * KiB, 16 * KiB), (32 * KiB, 16 * KiB))  # would merge into one 48 KiB
-    merged, separate = flash.read(adjacent), flash.read(adjacent, merge=False)
-    env.run()
-    assert (merged.value.n_requests, separate.value.n_requests) == (1, 3)
-    alone = 3 * 16 * KiB / flash.throughput_Bps(16 * KiB, 3)
-    assert separate.value.service_s == pytest.approx(LATENCY_S + alone, rel=1e-9)
+    merged, separate = flash.price_one(adjacent), flash.price_one(adjacent, merge=False)
+    assert (merged.n_requests, separate.n_requests) == (1, 3)
+    assert separate.transfer_s == pytest.approx(3 * 16 * KiB / flash.throughput_Bps(16 * KiB, 3), rel=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
@@ -180,7 +177,7 @@ def test_pricing_many_batches_equals_pricing_each(batches, merge):
     """Flash.price (all layers' preloads at once) gives the very floats of pricing each batch alone."""
     flash = Flash(simpy.Environment(), flash_spec(max_queue_depth=4))
     arrays = [extents(*[(o * 4 * KiB, n * 4 * KiB) for o, n in b]) for b in batches]
-    assert flash.price(arrays, merge) == [flash._transfer(a, None, merge) for a in arrays]
+    assert flash.price(arrays, merge) == [flash.price_one(a, merge) for a in arrays]
 
 
 def test_pricing_rejects_negative_lengths():
@@ -192,33 +189,19 @@ def test_pricing_rejects_negative_lengths():
 
 
 def test_one_read_takes_latency_plus_size_over_throughput():
-    env, recorder = simpy.Environment(), Recorder()
-    flash = Flash(env, flash_spec(), recorder=recorder)
-    read = flash.read(extents((0, 64 * KiB)), tag="layer0")
-    env.run()
-    expected = LATENCY_S + 64 * KiB / 500e6
-    assert env.now == pytest.approx(expected, rel=1e-9)
-    assert read.value.end_s == env.now and read.value.service_s == pytest.approx(expected, rel=1e-9)
-    assert (read.value.nbytes, read.value.n_requests) == (64 * KiB, 1)
-    assert (recorder.track, recorder.name, recorder.nbytes) == (["flash"], ["layer0"], [64 * KiB])
-    assert (flash.bytes_read, flash.n_reads, flash.n_requests) == (64 * KiB, 1, 1)
-
-
-def test_read_bytes_agrees_with_read_on_separate_extents():
     env = simpy.Environment()
     flash = Flash(env, flash_spec())
-    separate = extents(*[(i * 3 * 16 * KiB, 16 * KiB) for i in range(5)])  # 5 non-adjacent chunks
-    by_extents, by_bytes = flash.read(separate), flash.read_bytes(5 * 16 * KiB, 16 * KiB)
-    env.run()
-    assert by_bytes.value.service_s == pytest.approx(by_extents.value.service_s, rel=1e-9)
-    assert by_bytes.value.n_requests == by_extents.value.n_requests == 5
-    assert by_bytes.value.end_s == pytest.approx(by_extents.value.end_s, rel=1e-9)
+    priced = flash.price_one(extents((0, 64 * KiB)))
+    finish_times(env, {"read": flash.read(priced)})
+    assert env.now == pytest.approx(LATENCY_S + 64 * KiB / 500e6, rel=1e-9)
+    assert (priced.nbytes, priced.n_requests) == (64 * KiB, 1)
+    assert flash.server.busy_time_s == pytest.approx(64 * KiB / 500e6, rel=1e-9)  # the latency is not service
 
 
 def test_two_concurrent_equal_reads_each_take_twice_the_transfer():
     env = simpy.Environment()
     flash = Flash(env, flash_spec())
-    done = finish_times(env, {name: flash.read(extents((0, 1 * MiB))) for name in "ab"})
+    done = finish_times(env, {name: flash.read(flash.price_one(extents((0, 1 * MiB)))) for name in "ab"})
     expected = LATENCY_S + 2 * MiB / 1e9
     assert done == pytest.approx({"a": expected, "b": expected}, rel=1e-9)
 
@@ -228,15 +211,16 @@ def test_naive_io_over_n_layers_is_n_single_reads():
     flash = Flash(env, flash_spec())
     n_layers, layer_bytes, chunk = 12, 3 * MiB, 256 * KiB
 
+    layer = extents(*[(i * 2 * chunk, chunk) for i in range(layer_bytes // chunk)])  # separate chunks
+
     def naive():
         for _ in range(n_layers):
-            yield flash.read_bytes(layer_bytes, chunk)
+            yield flash.read(flash.price_one(layer))
 
     env.process(naive())
     env.run()
     per_layer_s = LATENCY_S + layer_bytes / flash.throughput_Bps(chunk, 8)
     assert env.now == pytest.approx(n_layers * per_layer_s, rel=1e-9)
-    assert flash.bytes_read == n_layers * layer_bytes
 
 
 # --- fair share and links -------------------------------------------------------------------------------
@@ -279,11 +263,11 @@ def test_two_equal_transfers_on_one_direction_each_get_half_the_bandwidth():
 
 
 def test_opposite_directions_do_not_interfere():
-    env, recorder = simpy.Environment(), Recorder()
-    link = Link(env, "pcie", link_spec(), recorder)
+    env = simpy.Environment()
+    link = Link(env, "pcie", link_spec())
     done = finish_times(env, {"up": link.transfer("dram", "vram", 1e9), "down": link.transfer("vram", "dram", 1e9)})
     assert done == pytest.approx({"up": 2e-6 + 1e9 / 20e9, "down": 2e-6 + 1e9 / 10e9}, rel=1e-9)
-    assert sorted(recorder.track) == ["pcie:dram->vram", "pcie:vram->dram"]
+    assert [link.channel(*d).name for d in link.directions] == ["pcie:dram->vram", "pcie:vram->dram"]
 
 
 def test_link_rejects_a_pair_it_does_not_join():
@@ -355,21 +339,20 @@ def test_memoised_op_times_are_the_roofline_of_each_op():
     ops = [Op("up", 4e9, 1e6), Op("down", 1e6, 1e9, gathered=True), Op("up", 4e9, 1e6), Op("up", 4e9, 2e9)]
     for op in ops + ops[::-1]:
         assert cpu.op_time_s(op) == Processor(simpy.Environment(), "cpu", cpu_spec()).op_time_s(op)
-    assert cpu.run_alone(ops, 0.0) == fresh.run_alone(ops, 0.0) and cpu.busy_s == fresh.busy_s
+    assert cpu.service_s(ops) == fresh.service_s(ops) == sum(fresh.op_time_s(op) for op in ops)
     with pytest.raises(ValueError, match="has dtype 'q4_0'"):
         cpu.op_time_s(Op("up", 1.0, 1.0, dtype="q4_0"))
 
 
 def test_processor_runs_calls_fifo():
-    env, recorder = simpy.Environment(), Recorder()
-    cpu = Processor(env, "cpu", cpu_spec(), recorder)
+    env = simpy.Environment()
+    cpu = Processor(env, "cpu", cpu_spec())
     first, second = [Op("up", 4e9, 0.0)], [Op("down", 0.0, 1e9), Op("o", 0.0, 1e8)]
     t1 = 4e9 / 2e12 + 5e-6
     t2 = 1e9 / 100e9 + 1e8 / 100e9 + 2 * 5e-6
-    done = finish_times(env, {"first": cpu.run(first), "second": cpu.run(second, tag="ffn")})
+    done = finish_times(env, {"first": cpu.run(first), "second": cpu.run(second)})
     assert done == pytest.approx({"first": t1, "second": t1 + t2}, rel=1e-9)
-    assert cpu.busy_s == pytest.approx(t1 + t2, rel=1e-9)
-    assert recorder.name == ["compute", "ffn"] and recorder.start_s[1] == pytest.approx(t1, rel=1e-9)
+    assert cpu.busy_until == pytest.approx(t1 + t2, rel=1e-9)
 
 
 # --- memory ---------------------------------------------------------------------------------------------
@@ -390,7 +373,7 @@ def test_over_budget_is_a_capacity_error_naming_the_holders():
 
 def test_tenants_grow_and_shrink_and_never_go_negative():
     dram = Memory(simpy.Environment(), "dram", memory_spec(capacity="8 GB"), budget_bytes=32e9)
-    assert dram.capacity_bytes == 8e9  # the budget cannot exceed the device
+    assert dram.budget_bytes == 8e9  # the budget cannot exceed the device
     dram.allocate("kv", 1e9)
     dram.allocate("kv", 2e9)
     dram.free("kv", 2.5e9)
@@ -406,24 +389,37 @@ def test_occupied_bytes_count_static_tenants_in_full_and_dynamic_ones_as_said():
     dram = Memory(simpy.Environment(), "dram", memory_spec(capacity="8 GB"))
     dram.allocate("attention", 4e9)
     dram.allocate("window", 2e9)  # preallocated at its peak
-    assert dram.occupied_bytes == 6e9
+    assert dram.occupied_bytes() == 6e9
     dram.occupy("window", 1.5e9)
-    assert (dram.used_bytes, dram.occupied_bytes) == (6e9, 5.5e9)
+    assert (dram.used_bytes, dram.occupied_bytes()) == (6e9, 5.5e9)
     dram.free("window", 1e9)  # what is left holds at most what remains
-    assert dram.occupied_bytes == 5e9
+    assert dram.occupied_bytes() == 5e9
     dram.free("window", 1e9)
-    assert dram.occupied_bytes == 4e9
+    assert dram.occupied_bytes() == 4e9
     with pytest.raises(ValueError, match=r"dram: 'attention' cannot occupy 5000000000.0 B: it holds 4000000000.0 B"):
         dram.occupy("attention", 5e9)
 
 
 def test_copy_takes_bytes_over_copy_bandwidth():
-    env, recorder = simpy.Environment(), Recorder()
-    dram = Memory(env, "dram", memory_spec(copy_bandwidth="12.5 GB/s"), recorder=recorder)
-    copy = dram.copy(3e8, tag="compact")
-    env.run()
-    assert copy.value == pytest.approx(3e8 / 12.5e9, rel=1e-9) and env.now == pytest.approx(0.024, rel=1e-9)
-    assert (recorder.track, recorder.name, recorder.nbytes) == (["dram:copy"], ["compact"], [3e8])
+    env = simpy.Environment()
+    dram = Memory(env, "dram", memory_spec(copy_bandwidth="12.5 GB/s"))
+    finish_times(env, {"copy": dram.copy(3e8)})
+    assert env.now == pytest.approx(3e8 / 12.5e9, rel=1e-9) == dram.copy_s(3e8)
+    assert dram.copier.name == "dram:copy"
+
+
+def test_unbudgeted_tenants_count_only_against_the_capacity():
+    dram = Memory(simpy.Environment(), "dram", memory_spec(capacity="8 GB"), budget_bytes=4e9)
+    dram.allocate("weights", 3.5e9)
+    dram.allocate("kv_cache", 4e9, budgeted=False)
+    assert (dram.used_bytes, dram.budgeted_bytes, dram.budget_free_bytes) == (7.5e9, 3.5e9, 0.5e9)
+    with pytest.raises(CapacityError, match=r"cannot allocate 1.00 GB for 'kv_cache': 0.50 GB of the 8.00 GB capacity"):
+        dram.allocate("kv_cache", 1e9, budgeted=False)
+    dram.free("kv_cache", 2e9)  # room in the device, but not in the budget
+    with pytest.raises(CapacityError, match=r"cannot allocate 0.60 GB for 'ffn': 0.50 GB of the 4.00 GB budget"):
+        dram.allocate("ffn", 0.6e9)
+    dram.allocate("kv_cache", 2e9, budgeted=False)
+    assert dram.tenants(budgeted=True) == {"weights": 3.5e9} and dram.occupied_bytes(budgeted=False) == 4e9
 
 
 # --- composition ----------------------------------------------------------------------------------------
@@ -435,6 +431,7 @@ def test_pipeline_period_is_the_slower_stage_after_warm_up(flops):
     flash, cpu = Flash(env, flash_spec()), Processor(env, "cpu", cpu_spec(overhead="0 s"))
     n_layers, layer_bytes, chunk = 10, 2 * MiB, 64 * KiB
     ops = [Op("ffn", flops, 0.0)]
+    layer = extents(*[(i * 2 * chunk, chunk) for i in range(layer_bytes // chunk)])  # separate chunks
     loaded = [env.event() for _ in range(n_layers)]
     computed = [env.event() for _ in range(n_layers)]
     end_s = []
@@ -443,7 +440,7 @@ def test_pipeline_period_is_the_slower_stage_after_warm_up(flops):
         for i in range(n_layers):
             if i >= 2:
                 yield computed[i - 2]  # its buffer is free again
-            yield flash.read_bytes(layer_bytes, chunk)
+            yield flash.read(flash.price_one(layer))
             loaded[i].succeed()
 
     def compute():
@@ -470,8 +467,10 @@ def test_build_devices_applies_the_budget_and_finds_links():
         links={"pcie": link_spec()},
         processors={"cpu": cpu_spec(), "gpu": cpu_spec(kind="gpu", memory="vram")},
     )
-    devices = build_devices(simpy.Environment(), hw, dram_budget_bytes=4e9, recorder=Recorder())
-    assert devices.memories["dram"].capacity_bytes == 4e9 and devices.memories["vram"].capacity_bytes == 24e9
+    devices = build_devices(simpy.Environment(), hw, {"dram": 4e9})
+    assert devices.memories["dram"].budget_bytes == 4e9 and devices.memories["vram"].budget_bytes == 24e9
+    with pytest.raises(ValueError, match=r"budgets for unknown memories \['hbm'\]; tiny has \['dram', 'vram'\]"):
+        build_devices(simpy.Environment(), hw, {"hbm": 1e9})
     assert devices.link_between("vram", "dram") is devices.links["pcie"] is devices.link_between("dram", "vram")
     assert devices.link_between("dram", "dram") is None
     assert set(devices.processors) == {"cpu", "gpu"} and devices.flash.spec == hw.flash

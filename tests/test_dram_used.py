@@ -13,13 +13,15 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def _run(case_name: str):
-    cases = load_experiment(EXPERIMENTS / "lif_table2.yaml", {"decode_tokens": 6, "policy.capacity_tokens": 6})
+    cases = load_experiment(
+        EXPERIMENTS / "lif_table2.yaml", {"decode_tokens": 6, "policy.capacity_tokens": 6, "prefill_chunk_tokens": 0}
+    )
     return simulate_case(next(c for c in cases if c.name == case_name), timeline=False)
 
 
 def test_window_matrices_occupy_their_resident_rows_each_token():
     result = _run("windowing")
-    tokens, tenants = result.tokens, result.summary["dram_tenants_GB"]
+    tokens, tenants = result.tokens, result.summary["dram_tenants_GB"]  # (no prefill: every row decodes)
     static_bytes = 1e9 * (sum(tenants.values()) - tenants["ffn_window"])
     neuron_bytes = load_experiment(EXPERIMENTS / "lif_table2.yaml")[0].model.neuron_bytes("fp16")
     expected = static_bytes + tokens["neurons_resident"] * neuron_bytes

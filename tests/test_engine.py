@@ -6,14 +6,16 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sim.cli import main
 from sim.config.experiment import load_experiment
 from sim.devices.processor import Processor
+from sim.engine.requests import Step
 from sim.engine.simulate import simulate_case
-from sim.policies.ops import dense_layer_ops
+from sim.policies.ops import StepOps
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HW = FIXTURES / "hw-simple.yaml"  # flat 1 GB/s flash, 100 us latency, 10 GB/s PCIe, no overheads
@@ -29,6 +31,7 @@ def case(**overrides):
         "context_tokens": 16,
         "policy": {"name": "naive"},
         "timeline_tokens": 1,
+        "prefill_chunk_tokens": 0,  # the prompt is in the KV cache: every row is a decode step
     }
     path = Path(tempfile.mkdtemp()) / "case.yaml"
     (c,) = load_experiment(_write(path, base), overrides)
@@ -48,9 +51,10 @@ def layer_times(c, t: int = 0) -> tuple[float, float, float]:
     load_bytes = m.layer_bytes(c.config.dtype)
     load_s = c.hardware.flash.latency + load_bytes / 1e9
     proc = Processor(None, "p", c.hardware.processors[c.config.processor])
-    kv_len = c.config.context_tokens + t
-    compute_s = sum(proc.op_time_s(op) for op in dense_layer_ops(m, c.config.dtype, kv_len, last=False))
-    last_s = sum(proc.op_time_s(op) for op in dense_layer_ops(m, c.config.dtype, kv_len, last=True))
+    step = Step(t, "decode", (0,), (c.config.context_tokens + t,), (1,), (t,))
+    ops = StepOps(m, c.config.dtype, c.config.kv_dtype)
+    compute_s = sum(proc.op_time_s(op) for op in ops.dense_layer(step, last=False))
+    last_s = sum(proc.op_time_s(op) for op in ops.dense_layer(step, last=True))
     return load_s, compute_s, last_s - compute_s
 
 
@@ -63,7 +67,8 @@ def test_naive_io_is_bytes_over_throughput():
     assert rows["io_stall_s"].iloc[0] == pytest.approx(expected_io, rel=1e-9)
     assert rows["flash_bytes"].iloc[0] == pytest.approx(c.model.n_layers * c.model.layer_bytes("fp16") + lm_bytes)
     assert rows["compute_s"].iloc[0] == pytest.approx(c.model.n_layers * compute_s + lm_s, rel=1e-9)
-    assert (rows["total_s"] == rows[["io_stall_s", "xfer_s", "memmgmt_s", "compute_s"]].sum(axis=1)).all()
+    parts = rows[["io_stall_s", "xfer_s", "memmgmt_s", "compute_s", "idle_s"]].sum(axis=1)
+    assert np.allclose(rows["total_s"], parts, rtol=1e-12) and (rows["idle_s"] == 0).all()
 
 
 @pytest.mark.parametrize("compute_bound", [False, True])
@@ -134,6 +139,7 @@ def test_run_writes_results_folder(tmp_path, capsys):
     assert {
         "config.resolved.yaml",
         "tokens.parquet",
+        "requests.parquet",
         "summary.json",
         "summary.csv",
         "timeline.json",
@@ -145,7 +151,7 @@ def test_run_writes_results_folder(tmp_path, capsys):
     comparison = pd.read_csv(out / "comparison.csv")
     assert list(comparison.columns) == ["case", "metric", "published", "simulated", "error_pct"]
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
-    assert {e["args"]["name"] for e in trace if e.get("name") == "thread_name"} >= {"flash", "cpu", "token"}
+    assert {e["args"]["name"] for e in trace if e.get("name") == "thread_name"} >= {"flash", "cpu", "step"}
 
 
 def _failed_run(tmp_path: Path, capsys, **fields) -> tuple[Path, str]:

@@ -29,14 +29,26 @@ def one_extent(nbytes: int) -> np.ndarray:
     return np.array([[0, nbytes]], dtype=np.int64)
 
 
+def read(disk: Flash, nbytes: int) -> simpy.Event:
+    return disk.read(disk.price_one(one_extent(nbytes)))
+
+
+def ends_at(env: simpy.Environment, event: simpy.Event) -> list[float]:
+    """A list that gets the instant ``event`` is processed."""
+    out: list[float] = []
+    event.callbacks.append(lambda _: out.append(env.now))
+    return out
+
+
 def test_1_waiter_resumes_at_the_completion_instant_in_yield_order():
     env = simpy.Environment()
     disk, proc = flash(env), cpu(env)
-    read = disk.read(one_extent(10**6))
+    done = read(disk, 10**6)
+    read_end = ends_at(env, done)
     log: list[tuple[str, float]] = []
 
     def waiter(name):
-        yield read
+        yield done
         log.append((name, env.now))
         yield proc.run([Op("ffn", 1e9, 0.0)])  # computes from the read's end, with no gap
         log.append((f"{name} computed", env.now))
@@ -46,7 +58,7 @@ def test_1_waiter_resumes_at_the_completion_instant_in_yield_order():
     env.run()
     end_s = LATENCY_S + 1e6 / THROUGHPUT_BPS
     assert [name for name, _ in log] == ["first", "second", "first computed", "second computed"]
-    assert log[0][1] == log[1][1] == read.value.end_s == pytest.approx(end_s, rel=1e-9)
+    assert log[0][1] == log[1][1] == read_end[0] == pytest.approx(end_s, rel=1e-9)
     assert log[2][1] == pytest.approx(end_s + 1e-3, rel=1e-9) and log[3][1] == pytest.approx(end_s + 2e-3, rel=1e-9)
 
 
@@ -56,7 +68,7 @@ def test_1_an_earlier_scheduled_event_at_the_same_time_goes_first():
     log: list[str] = []
     end_s = LATENCY_S + 1e6 / THROUGHPUT_BPS
     env.timeout(end_s).callbacks.append(lambda _: log.append("timer"))  # scheduled at 0 for the same instant
-    disk.read(one_extent(10**6)).callbacks.append(lambda _: log.append("read"))
+    read(disk, 10**6).callbacks.append(lambda _: log.append("read"))
     env.run()
     assert log == ["timer", "read"]
 
@@ -69,7 +81,7 @@ def test_2_equal_jobs_submitted_together_finish_together_in_submission_order(dev
     pcie = Link(env, "pcie", link_spec)
     dram = Memory(env, "dram", MemorySpec(capacity="8 GB", bandwidth="50 GB/s", copy_bandwidth="1 GB/s"))
     start = {
-        "flash": lambda: disk.read(one_extent(10**6)),
+        "flash": lambda: read(disk, 10**6),
         "link": lambda: pcie.transfer("dram", "vram", 1e6),
         "copy": lambda: dram.copy(1e6),
     }[device]
@@ -146,13 +158,12 @@ def test_3_a_read_meeting_another_read_s_end_runs_alone():
     env = simpy.Environment()
     disk = flash(env)
     transfer_s = 1e6 / THROUGHPUT_BPS
-    first = disk.read(one_extent(10**6))
-    second: list[simpy.Event] = []
+    first = ends_at(env, read(disk, 10**6))
     # issued at transfer_s, so its transfer enters at transfer_s + latency: the instant the first one ends
-    env.timeout(transfer_s).callbacks.append(lambda _: second.append(disk.read(one_extent(10**6))))
+    env.timeout(transfer_s).callbacks.append(lambda _: read(disk, 10**6))
     env.run()
-    assert first.value.end_s == pytest.approx(LATENCY_S + transfer_s, rel=1e-12)
-    assert second[0].value.end_s == pytest.approx(LATENCY_S + 2 * transfer_s, rel=1e-12)
+    assert first[0] == pytest.approx(LATENCY_S + transfer_s, rel=1e-12)
+    assert env.now == pytest.approx(LATENCY_S + 2 * transfer_s, rel=1e-12)
 
 
 def test_4_processor_runs_same_time_calls_in_call_order():
@@ -174,8 +185,8 @@ def test_4_processor_runs_same_time_calls_in_call_order():
 def test_5_latency_is_a_delay_before_the_transfer_enters_the_shared_server():
     env = simpy.Environment()
     slow, instant = flash(env), flash(env, latency="0 s")
-    slow.read(one_extent(4096))
-    instant.read(one_extent(4096))
+    read(slow, 4096)
+    read(instant, 4096)
     assert (slow.server.n_active, instant.server.n_active) == (0, 1)  # zero latency: inside the call
     env.run(until=LATENCY_S / 2)
     assert slow.server.n_active == 0
@@ -186,6 +197,7 @@ def test_5_latency_is_a_delay_before_the_transfer_enters_the_shared_server():
 def test_5_an_empty_read_succeeds_at_once_without_latency():
     env = simpy.Environment()
     disk = flash(env)
-    empty = disk.read(np.empty((0, 2), dtype=np.int64))
+    priced = disk.price_one(np.empty((0, 2), dtype=np.int64))
+    done = ends_at(env, disk.read(priced))
     env.run()
-    assert env.now == 0 and (empty.value.n_requests, empty.value.nbytes, empty.value.service_s) == (0, 0.0, 0.0)
+    assert env.now == 0 == done[0] and priced == (0.0, 0, 0.0) and disk.service_s(priced) == (0.0, 0.0)

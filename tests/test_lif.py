@@ -10,6 +10,9 @@ import simpy
 
 from sim.config.profiles import load_hardware, load_model
 from sim.devices import build_devices
+from sim.engine.layers import LayerPlan
+from sim.engine.placement import Placement
+from sim.engine.requests import Step
 from sim.errors import CapacityError, ConfigError
 from sim.layout import build_layout
 from sim.lif.memmgmt import NeuronMatrix
@@ -223,14 +226,22 @@ def _correlated_masks(seed: int, t: int, layers: int, n: int, density: float) ->
     return rng.random((t, layers, n)) < rate
 
 
-def _ctx(model, source, budget_bytes: float | None = None, dtype: str = "fp16", seed: int = 0) -> RunContext:
+def _ctx(
+    model, source, budget_bytes: float | None = None, dtype: str = "fp16", seed: int = 0, layout: str = "bundled"
+) -> RunContext:
     hw = load_hardware("apple-m1-max")
-    devices = build_devices(simpy.Environment(), hw, budget_bytes)
+    devices = build_devices(simpy.Environment(), hw, {"dram": budget_bytes} if budget_bytes is not None else None)
+    options = {"masks": source.masks(0, source.n_tokens)} if layout == "coactivation" else {}
     return RunContext(
-        model=model, hardware=hw, devices=devices, dtype=dtype, kv_dtype="fp16", processor="cpu",
-        context_tokens=16, decode_tokens=1, layout=build_layout("layer_major", model, dtype), activations=source,
+        model=model, hardware=hw, devices=devices, placement=Placement.of(hw, "cpu"), dtype=dtype, kv_dtype="fp16",
+        max_batch=1, decode_tokens=1, layout=build_layout(layout, model, dtype, **options), activations=source,
         rng=np.random.default_rng(seed),
     )  # fmt: skip
+
+
+def _plans(policy: LlmInFlash, t: int) -> list[LayerPlan]:
+    """The layer plans of decode step t (a prompt of 16 tokens in the KV cache)."""
+    return policy.decode_plans(Step(t, "decode", (0,), (16 + t,), (1,), (t,)))
 
 
 def _policy(ctx: RunContext, **knobs) -> LlmInFlash:
@@ -250,12 +261,12 @@ def test_oracle_policy_reads_exactly_the_bundles_of_neurons_not_in_the_window():
     policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=3, capacity_tokens=40)
     for t in range(40):
         before = policy.window.resident.copy()
-        plans = policy.plan_token(t)
+        plans = _plans(policy, t)
         for layer, plan in enumerate(plans):
             new = np.flatnonzero(masks[t, layer] & ~before[layer])
             assert (plan.preload == policy.layout.neuron_extents(layer, new)).all()
             assert set(plan.preload[:, 1].tolist()) <= {TINY.neuron_bytes("fp16")}
-        assert policy.token_stats()["predictor_fn"] == 0.0
+        assert policy.step_stats()["predictor_fn"] == 0.0
 
 
 def test_memory_management_charges_moved_rows_and_the_rebuild_alternative_charges_everything():
@@ -266,9 +277,9 @@ def test_memory_management_charges_moved_rows_and_the_rebuild_alternative_charge
     )
     nb = TINY.neuron_bytes("fp16")
     for t in range(30):
-        a, b = moved.plan_token(t), rebuild.plan_token(t)
-        assert sum(p.memmgmt_bytes for p in a) == moved.token_stats()["memmgmt_rows_moved"] * nb
-        assert sum(p.memmgmt_bytes for p in b) == rebuild.token_stats()["neurons_resident"] * nb
+        a, b = _plans(moved, t), _plans(rebuild, t)
+        assert sum(p.memmgmt_bytes for p in a) == moved.step_stats()["memmgmt_rows_moved"] * nb
+        assert sum(p.memmgmt_bytes for p in b) == rebuild.step_stats()["neurons_resident"] * nb
         assert sum(p.memmgmt_bytes for p in a) <= sum(p.memmgmt_bytes for p in b)
 
 
@@ -292,16 +303,16 @@ def test_running_past_the_dry_run_can_overflow_the_matrix_with_a_clear_error():
     masks[5:, :, :200] = True
     policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=1, capacity_tokens=5)
     for t in range(5):
-        policy.plan_token(t)
+        _plans(policy, t)
     with pytest.raises(CapacityError, match="raise policy.capacity_tokens above 5"):
-        policy.plan_token(5)
+        _plans(policy, 5)
 
 
 def test_coactivation_reads_double_bundles_and_keeps_friends_resident():
     masks = _correlated_masks(3, 40, 3, 256, 0.05)
-    policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", bundling="coactivation", window_k=2,
-                     coactivation_tokens=40, capacity_tokens=40)  # fmt: skip
-    plans = policy.plan_token(0)
+    policy = _policy(_ctx(TINY, ArraySource(masks), layout="coactivation"), predictor="oracle", window_k=2,
+                     capacity_tokens=40)  # fmt: skip
+    plans = _plans(policy, 0)
     first = masks[0]
     friends = policy.layout.friends
     for layer, plan in enumerate(plans):
@@ -315,7 +326,7 @@ def test_ffn_compute_active_is_gathered_over_predicted_and_resident_is_dense_ove
     active = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", capacity_tokens=10)
     resident = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", capacity_tokens=10, ffn_compute="resident")
     for t in range(10):
-        a, r = active.plan_token(t), resident.plan_token(t)
+        a, r = _plans(active, t), _plans(resident, t)
         ffn_a = [op for op in a[0].ops if op.name == "ffn"]
         ffn_r = [op for op in r[0].ops if op.name == "ffn"]
         assert ffn_a[0].gathered and ffn_a[0].flops == 2 * masks[t, 0].sum() * TINY.neuron_weights
@@ -326,7 +337,7 @@ def test_trained_predictor_policy_trains_on_the_first_tokens_and_reports_its_fal
     x, y = _planted(5, t=700, layers=3, d=64, f=256)
     policy = _policy(_ctx(TINY, ArraySource(y, x)), predictor="trained", rank=8, rank_last=8, train_tokens=500,
                      capacity_tokens=100)  # fmt: skip
-    fn = [policy.plan_token(t) and policy.token_stats()["predictor_fn"] for t in range(100)]
+    fn = [_plans(policy, t) and policy.step_stats()["predictor_fn"] for t in range(100)]
     assert 0.0 < np.mean(fn) < 0.12
     assert policy.ranks.tolist() == [8, 8, 8]
 
@@ -337,8 +348,8 @@ def test_opt_statistical_policy_predicts_about_ten_percent_and_loads_a_fraction_
     policy = _policy(_ctx(opt, ArraySource(masks)), predictor="statistical", window_k=5, capacity_tokens=24)
     stats = []
     for t in range(24):
-        plans = policy.plan_token(t)
-        stats.append(policy.token_stats())
+        plans = _plans(policy, t)
+        stats.append(policy.step_stats())
         read = sum(int(p.preload[:, 1].sum()) for p in plans)
         assert read == stats[-1]["neurons_read"] * 16384  # bundled fp16: 16 KiB per neuron
     per_token = 32 * 16384
@@ -361,7 +372,7 @@ def test_no_reuse_reads_every_predicted_neuron_each_token():
         c for c in load_experiment(experiments / "lif_table2.yaml", {"decode_tokens": 4}) if c.name == "predictor"
     ]
     result = simulate_case(case, timeline=False)
-    tokens = result.tokens
+    tokens = result.tokens.query("phase == 'decode'")
     assert (tokens["neurons_read"] == tokens["neurons_predicted"]).all()
     assert (tokens["memmgmt_s"] == 0).all() and (tokens["neurons_resident"] == 0).all()
     assert "ffn_window" not in result.summary["dram_tenants_GB"]

@@ -123,7 +123,8 @@ def validate(cls: type[M], data: dict[str, Any], source: str | Path, prefix: str
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
+        # in a union: the member that got furthest (a wrong type is the least telling failure)
+        first = max(err.errors(), key=lambda e: (len(e["loc"]), not e["type"].endswith("_type")))
         path, model = _walk(cls, first["loc"])
         key = ".".join(str(p) for p in (prefix, *path) if p != "")
         reason = _reason(first)
@@ -152,6 +153,10 @@ def _walk(cls: type[BaseModel], loc: tuple) -> tuple[list, type[BaseModel] | Non
             if chosen:
                 node = chosen[0]
                 continue
+        member = _union_member(node, part)
+        if member is not ...:  # a plain union (``int | Uniform``): pydantic names the member it tried
+            node = member
+            continue
         if isinstance(node, type) and issubclass(node, BaseModel):
             parent = node
             field = node.model_fields.get(str(part))
@@ -174,6 +179,22 @@ def _strip(node: Any) -> Any:
         if len(args) == 1:
             return _strip(args[0])
     return node
+
+
+def _union_member(node: Any, part: Any) -> Any:
+    """The member of a plain union that pydantic's location part ``part`` names (``int``, ``constrained-int``,
+    ``Uniform``, ``list[RequestConfig]``), or ``...`` if ``node`` is not a union or ``part`` names no member."""
+    if typing.get_origin(node) not in (typing.Union, types.UnionType) or not isinstance(part, str):
+        return ...
+    for member in typing.get_args(node):
+        bare = _strip(member)
+        origin = typing.get_origin(bare)
+        names = {getattr(bare, "__name__", ""), f"constrained-{getattr(bare, '__name__', '')}"}
+        if origin is not None:
+            names.add(f"{origin.__name__}[{', '.join(getattr(a, '__name__', str(a)) for a in typing.get_args(bare))}]")
+        if part in names or any(part.endswith((f" {n}]", f"[{n}]")) for n in names if n):  # function-after[.., M]
+            return bare
+    return ...
 
 
 def _models(node: Any) -> list[type[BaseModel]]:

@@ -24,37 +24,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sim.config.activations import ActivationsConfig
 from sim.config.base import Bytes, StrictModel, load_yaml, set_path, validate
 from sim.config.hardware import Dtype, HardwareProfile
 from sim.config.profiles import load_hardware, load_model
+from sim.config.workload import Length, OutputLength, PlacementConfig, RequestConfig, highest, lowest
 from sim.errors import ConfigError
 from sim.models.profile import ModelProfile
 from sim.policies.registry import PolicyConfig
 from sim.units import format_bytes
 
 MAX_DECODE_TOKENS = 1_000_000  # per case: minutes to hours of wall time; more is a typo, not a study
+MAX_REQUESTS = 1_000_000
 
-# Metrics a case may state published values for; each is a column of the run's summary.
-PublishedMetric = Literal[
+# Metrics a case may state published values for; each is a column of the run's summary (<memory>_GB and
+# <memory>_used_GB for a memory of the hardware profile).
+PUBLISHED_METRICS = (
     "io_ms",
     "xfer_ms",
     "memmgmt_ms",
     "compute_ms",
     "total_ms",
+    "tokens_per_s",
+    "system_tokens_per_s",
+    "ttft_ms",
     "flash_GB_per_token",
     "flash_throughput_GBps",
-    "dram_GB",
-    "dram_used_GB",
-]
+)
+MEMORY_METRIC = re.compile(r"^(?P<memory>[A-Za-z0-9_]+?)(_used)?_GB$")
 
 
 class LayoutConfig(StrictModel):
-    """Flash layout for policies that do not choose one (llm_in_flash picks its own from ``bundling``)."""
+    """Where every weight lives on flash (sim/layout): layer_major (each op's matrix in turn; a neuron's up and down
+    rows apart), bundled (LLM in a Flash's row-column bundles: a neuron's rows side by side), coactivation (each
+    bundle followed by a copy of its closest friend's, picked from the run's activations)."""
 
-    name: Literal["layer_major", "bundled"] = "layer_major"
+    name: Literal["layer_major", "bundled", "coactivation"] = "layer_major"
+    coactivation_tokens: int = Field(
+        512, ge=2, description="coactivation: source tokens whose co-activations pick friends"
+    )
 
 
 class ExperimentConfig(StrictModel):
@@ -74,10 +84,21 @@ class ExperimentConfig(StrictModel):
     kv_dtype: Dtype = "fp16"
     processor: str = "cpu"
     dram_budget: Bytes | None = Field(None, description="bytes; default: capacity of memory 'dram'")
-    context_tokens: int = Field(128, ge=0, le=10_000_000, description="prompt tokens already in the KV cache")
-    decode_tokens: int = Field(
-        32, ge=1, le=MAX_DECODE_TOKENS, description="decode steps per case (the simulator runs ~100-5000 a second)"
+    context_tokens: Length = Field(128, description="prompt tokens per request: a number or {low, high}")
+    decode_tokens: OutputLength = Field(
+        32, description="tokens generated per request: a number or {low, high} (the simulator runs ~100-5000 a second)"
     )
+    batch: int = Field(1, ge=1, le=65536, description="requests decoded together (continuous batching)")
+    requests: Annotated[int, Field(ge=1)] | Annotated[list[RequestConfig], Field(min_length=1)] | None = Field(
+        None, description="how many requests (default: batch), or a list of {context_tokens, decode_tokens, arrival}"
+    )
+    arrival_rate_per_s: float | None = Field(
+        None, gt=0, le=1e9, description="Poisson arrivals at this rate; default: every request arrives at t = 0"
+    )
+    prefill_chunk_tokens: int = Field(
+        512, ge=0, le=1_000_000, description="prompt tokens per prefill step; 0: prompts are in the KV cache on arrival"
+    )
+    placement: PlacementConfig = PlacementConfig()
     layout: LayoutConfig = LayoutConfig()
     policy: PolicyConfig
     activations: ActivationsConfig | None = Field(None, description="which trace drives the run (see activations.py)")
@@ -86,17 +107,47 @@ class ExperimentConfig(StrictModel):
     timeline_tokens: int = Field(3, ge=0, le=1000, description="tokens whose device spans go to timeline.json")
     engine_mode: Literal["auto", "events"] = Field(
         "auto",
-        description="auto: a serial token with the machine to itself is computed in closed form and advances "
-        "time by one event (the atomic path, sim/engine/atomic.py; bit-identical results), any other token runs "
-        "as device events; events: every token runs as device events (for checking the atomic path)",
+        description="auto: a step that nothing can contend with is computed in closed form and advances time by one "
+        "event (sim/engine/executor.py; the same times), any other step runs as device events; events: every "
+        "step runs as device events (for checking the shortcut)",
     )
     plots: list[str] | None = Field(None, description="plot scripts (relative to this file); default set if unset")
+
+    @model_validator(mode="after")
+    def _workload(self) -> ExperimentConfig:
+        n = self.n_requests
+        if lowest(self.decode_tokens) < 1:
+            raise ValueError("decode_tokens: every request generates at least 1 token")
+        if n > MAX_REQUESTS:
+            raise ValueError(f"requests: {n} requests; at most {MAX_REQUESTS} per case")
+        longest = self.max_decode_tokens
+        if n * longest > MAX_DECODE_TOKENS:
+            raise ValueError(
+                f"decode_tokens: {n} requests x {longest} tokens is over {MAX_DECODE_TOKENS} decoded tokens per case "
+                "(hours of wall time): shorten the run or split it into cases"
+            )
+        return self
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.requests) if isinstance(self.requests, list) else self.requests or self.batch
+
+    @property
+    def request_list(self) -> list[RequestConfig]:
+        """The explicitly listed requests (none if the file gives a count)."""
+        return self.requests if isinstance(self.requests, list) else []
+
+    @property
+    def max_decode_tokens(self) -> int:
+        """The most tokens any request of the case may generate."""
+        listed = [r.decode_tokens for r in self.request_list if r.decode_tokens is not None]
+        return max([highest(self.decode_tokens), *listed])
 
 
 class CaseConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.+=,-]+$")
     set: dict[str, Any] = {}
-    published: dict[PublishedMetric, float] = {}
+    published: dict[str, float] = {}
     sweep: dict[str, Any] = Field({}, description="the sweep point this case came from (filled by expansion)")
 
 
@@ -182,12 +233,14 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides:
     config = validate(ExperimentConfig, raw, source)
     hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
     model = load_model(config.model, source, "model")
-    _check_references(source, config, hardware)
+    _check_references(source, config, hardware, case.published)
     notes = _shadowed(overrides, case)
     return Case(case.name, config, hardware, model, dict(case.published), raw, path, dict(case.sweep), notes)
 
 
-def _check_references(source: str, config: ExperimentConfig, hardware: HardwareProfile) -> None:
+def _check_references(
+    source: str, config: ExperimentConfig, hardware: HardwareProfile, published: dict[str, float]
+) -> None:
     if config.processor not in hardware.processors:
         known = ", ".join(hardware.processors)
         raise ConfigError(source, "processor", f"not in hardware {hardware.name!r} (has {known})", config.processor)
@@ -197,8 +250,6 @@ def _check_references(source: str, config: ExperimentConfig, hardware: HardwareP
         if dtype not in peaks:
             reason = f"processor {config.processor!r} has no peak for it (has {', '.join(peaks)})"
             raise ConfigError(source, key, reason, dtype)
-    if "dram" not in hardware.memories:
-        raise ConfigError(source, "hardware", "profile has no memory named 'dram'", hardware.name)
     budgeted = hardware.memories[hardware.flash.target_memory]
     if config.dram_budget is not None and config.dram_budget > budgeted.capacity:
         reason = (
@@ -212,3 +263,35 @@ def _check_references(source: str, config: ExperimentConfig, hardware: HardwareP
     ):
         reason = f"computes out of {compute_memory!r} but flash reads into {flash_memory!r} and no link joins them"
         raise ConfigError(source, "processor", reason, config.processor)
+    _check_placement(source, config, hardware, compute_memory)
+    _check_published(source, published, hardware)
+
+
+def _linked(hardware: HardwareProfile, a: str, b: str) -> bool:
+    return a == b or any(set(link.ends) == {a, b} for link in hardware.links.values())
+
+
+def _check_placement(source: str, config: ExperimentConfig, hardware: HardwareProfile, compute: str) -> None:
+    """Every role's memory exists, and weights and the KV cache can reach the processor."""
+    for role, memory in config.placement.model_dump().items():
+        if memory is None:
+            continue
+        if memory not in hardware.memories:
+            reason = f"not a memory of hardware {hardware.name!r} (has {', '.join(hardware.memories)})"
+            raise ConfigError(source, f"placement.{role}", reason, memory)
+        if role in ("weights", "kv") and not _linked(hardware, memory, compute):
+            reason = f"processor {config.processor!r} computes out of {compute!r} and no link joins them"
+            raise ConfigError(source, f"placement.{role}", reason, memory)
+    if config.arrival_rate_per_s is not None and config.request_list:
+        reason = "listed requests give their own arrival times"
+        raise ConfigError(source, "arrival_rate_per_s", reason, config.arrival_rate_per_s)
+
+
+def _check_published(source: str, published: dict[str, float], hardware: HardwareProfile) -> None:
+    for metric in published:
+        found = MEMORY_METRIC.match(metric)
+        if metric in PUBLISHED_METRICS or (found and found["memory"] in hardware.memories):
+            continue
+        memories = ", ".join(f"{m}_GB, {m}_used_GB" for m in hardware.memories)
+        reason = f"not a summary metric; known: {', '.join(PUBLISHED_METRICS)}, {memories}"
+        raise ConfigError(source, f"published.{metric}", reason)

@@ -1,8 +1,9 @@
 """SimPy device components (flash, memories, links, processors) and :func:`build_devices` for a profile.
 
-Each device takes ``env`` first, turns one batch of work (a read of many extents, a transfer, a batch of
-kernels) into ONE awaited SimPy event, and records one span per batch on its track: ``flash``, ``cpu``,
-``pcie:dram->vram``, ``dram:copy``. Contention uses the fluid :class:`FairShare` server (no per-byte events).
+Each device takes ``env`` first and has one verb (``Flash.read``, ``Link.transfer``, ``Memory.copy``,
+``Processor.run``) that turns one batch of work (a read of many extents, a transfer, a batch of kernels) into ONE
+awaited SimPy event. Contention uses the fluid :class:`FairShare` server (no per-byte events). The engine records
+one span per job on the device's track: ``flash``, ``cpu``, ``pcie:dram->vram``, ``dram:copy``.
 
 Same-time order (what the engine may rely on; pinned by ``tests/test_event_order.py``)
 ----------------------------------------------------------------------------------------
@@ -27,14 +28,12 @@ priority, so events at the same time are processed in the order they were schedu
 6. Nothing else is ordered: across devices, same-time events follow scheduling order only; code that needs
    an order between devices must express it with an explicit wait.
 
-Jobs alone, without events (the engine's atomic path, ``sim/engine/atomic.py``)
-------------------------------------------------------------------------------
-``Flash.read_alone``, ``Link.transfer_alone``, ``Memory.copy_alone`` and ``Processor.run_alone`` take a start time
-and return the end time that the event-driven call issued at that instant would reach if nothing else used the
-device until then (:meth:`FairShare.run_alone` checks the server is idle), booking the same counters, server state
-and span with the same float operations; they schedule no SimPy event. ``order_alone`` gives the key by which
-two such jobs on different devices, started together, complete in the event path (rules 1-2 above: end time, then
-the order their completions were scheduled).
+Pricing without events
+----------------------
+Each device also answers, as a pure function, what one job would cost alone: ``Flash.price`` (and
+``service_s``), ``Link.service_s``, ``Memory.copy_s``, ``Processor.service_s``. The engine uses them to price a
+step's jobs before it runs them, and to schedule a step in closed form when nothing can contend with it
+(``sim/engine/executor.py``); the devices themselves keep no counters: the engine books bytes and spans per job.
 """
 
 from __future__ import annotations
@@ -45,11 +44,10 @@ import simpy
 
 from sim.config.hardware import HardwareProfile
 from sim.devices.fairshare import FairShare
-from sim.devices.flash import Flash, ReadResult
+from sim.devices.flash import Flash, Priced
 from sim.devices.link import Link
 from sim.devices.memory import Memory
 from sim.devices.processor import Op, Processor
-from sim.stats.recorder import Recorder
 
 __all__ = [
     "Devices",
@@ -59,7 +57,7 @@ __all__ = [
     "Memory",
     "Op",
     "Processor",
-    "ReadResult",
+    "Priced",
     "build_devices",
 ]
 
@@ -82,21 +80,16 @@ class Devices:
         return None
 
 
-def build_devices(
-    env: simpy.Environment,
-    hw: HardwareProfile,
-    dram_budget_bytes: float | None = None,
-    recorder: Recorder | None = None,
-) -> Devices:
-    """Instantiate a profile's devices. The DRAM budget caps the memory flash reads into (``flash.target_memory``)."""
-    memories = {
-        name: Memory(env, name, spec, dram_budget_bytes if name == hw.flash.target_memory else None, recorder)
-        for name, spec in hw.memories.items()
-    }
+def build_devices(env: simpy.Environment, hw: HardwareProfile, budgets: dict[str, float] | None = None) -> Devices:
+    """Instantiate a profile's devices; ``budgets`` (memory name -> bytes) cap what budgeted tenants may hold."""
+    budgets = budgets or {}
+    unknown = sorted(set(budgets) - set(hw.memories))
+    if unknown:
+        raise ValueError(f"budgets for unknown memories {unknown}; {hw.name} has {sorted(hw.memories)}")
     return Devices(
         env=env,
-        flash=Flash(env, hw.flash, "flash", recorder),
-        memories=memories,
-        links={name: Link(env, name, spec, recorder) for name, spec in hw.links.items()},
-        processors={name: Processor(env, name, spec, recorder) for name, spec in hw.processors.items()},
+        flash=Flash(env, hw.flash, "flash"),
+        memories={name: Memory(env, name, spec, budgets.get(name)) for name, spec in hw.memories.items()},
+        links={name: Link(env, name, spec) for name, spec in hw.links.items()},
+        processors={name: Processor(env, name, spec) for name, spec in hw.processors.items()},
     )

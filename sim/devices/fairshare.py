@@ -82,37 +82,6 @@ class FairShare:
         self._reschedule()
         return done
 
-    def run_alone(self, start_s: float, work_s: float) -> float:
-        """Book a job that has the server to itself: submitted at ``start_s`` (>= now) to an idle server, and
-        nothing else submitted before it ends. Counters, busy time, job-seconds and the clock change exactly as
-        :meth:`submit` at ``start_s`` and the job's completion would change them (the same float operations:
-        one job's timeout is due at ``start_s + work_s``); returns that end time. No SimPy event: the caller
-        (the engine's atomic path, ``sim/engine/decode.py``) advances time itself."""
-        if not work_s >= 0.0:
-            raise ValueError(f"{self.name}: work_s(={work_s!r}) must be >= 0")
-        if self._jobs or self._vclock != 0.0 or not self.env.now <= start_s or start_s < self._last_s:
-            raise RuntimeError(f"{self.name}: run_alone(start_s={start_s!r}) needs an idle server at or after now")
-        self.n_submitted += 1
-        self.n_completed += 1
-        end_s = self.end_alone_s(start_s, work_s)
-        if work_s == 0.0:
-            return end_s  # submit() completes it at once and touches nothing else
-        held_s = end_s - start_s  # what _advance() adds at the completion: n * (now - last) with n = 1, and busy
-        self._job_s += held_s
-        self._busy_s += held_s
-        self._busy_since, self._last_s = start_s, end_s
-        self._seq += 1
-        self._gen += 2  # submit() and the completion each reschedule once
-        return end_s
-
-    @staticmethod
-    def end_alone_s(start_s: float, work_s: float) -> float:
-        """When a job submitted at ``start_s`` to an idle server completes if it stays alone (no booking).
-
-        submit() schedules its timeout at ``now + (tag - vclock) * 1`` with vclock 0.0 and tag 0.0 + work_s:
-        that float is ``start_s + work_s``; zero work completes inside submit(), at ``start_s``."""
-        return start_s + work_s if work_s > 0.0 else start_s
-
     def _advance(self) -> None:
         """Bring the virtual clock to now and complete every job whose tag it has reached."""
         now = self.env.now

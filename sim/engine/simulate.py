@@ -1,4 +1,4 @@
-"""Run one resolved case: build devices, layout and policy, decode N tokens, collect per-token rows."""
+"""Run one resolved case: build devices, layout, policy and requests, serve them, collect one row per step."""
 
 from __future__ import annotations
 
@@ -12,37 +12,59 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.config.experiment import Case
+from sim.config.experiment import Case, ExperimentConfig
+from sim.config.workload import Uniform
 from sim.devices import Devices, build_devices
 from sim.engine.activations import build_activations
-from sim.engine.decode import TokenTimes, run_token
-from sim.errors import CapacityError, SimError, located
-from sim.layout import build_layout
+from sim.engine.executor import Executor, StepTimes
+from sim.engine.placement import Placement
+from sim.engine.requests import Request, Scheduler, Step
+from sim.engine.serve import KVCache, serve
+from sim.engine.summary import summarise
+from sim.engine.timing import PRIORITY
+from sim.errors import CapacityError, ConfigError, SimError, located
+from sim.layout import BaseLayout, build_layout
 from sim.policies.base import Policy, RunContext
 from sim.policies.registry import make_policy
 from sim.stats.recorder import NullRecorder, Recorder
 from sim.units import format_bytes
 
+STAGE_COLUMNS = {"io": "io_stall_s", "xfer": "xfer_s", "memmgmt": "memmgmt_s", "compute": "compute_s"}
+
 
 @dataclass
 class CaseResult:
     name: str
-    tokens: pd.DataFrame  # one row per decoded token
+    tokens: pd.DataFrame  # one row per step (prefill chunk or decode step of the batch)
+    requests: pd.DataFrame  # one row per request: arrival, first token, finish, lengths
     summary: dict[str, Any]
     spans: Recorder
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it schedules (through the public ``schedule`` hook)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_events = 0
+
+    def schedule(self, event, priority=simpy.core.NORMAL, delay=0) -> None:
+        self.n_events += 1
+        super().schedule(event, priority, delay)
 
 
 def simulate_case(
     case: Case, progress: Callable[[int], None] | None = None, timeline: bool = True, cache: dict | None = None
 ) -> CaseResult:
     """Simulate one case. ``cache``: a dict shared by the cases of one run (see build_activations). A user error
-    raised while simulating (a budget too small, a trace that does not fit) names the experiment file and case."""
+    raised while simulating (a budget too small, a trace that does not fit) names the experiment file and case.
+    ``progress(n)`` is called with the tokens each decode step emits."""
     with _located(case):
         return _simulate(prepare_case(case, timeline, cache), progress)
 
 
 def check_case(case: Case, cache: dict | None = None) -> None:
-    """Everything a run does before its first simulated token (devices, layout, activations, the policy's set-up
+    """Everything a run does before its first simulated step (devices, layout, activations, the policy's set-up
     and allocations), so that ``validate`` reports the errors ``run`` would."""
     with _located(case):
         prepare_case(case, False, cache)
@@ -58,64 +80,71 @@ def _located(case: Case):
 
 @dataclass
 class Prepared:
-    """A case set up and ready to decode its first token."""
+    """A case set up and ready to run its first step."""
 
     case: Case
-    env: simpy.Environment
+    env: CountingEnvironment
     recorder: Recorder
     devices: Devices
     ctx: RunContext
     policy: Policy
-    resident: dict[str, float]
+    requests: list[Request]
+    resident: dict[str, dict[str, float]]  # memory -> budgeted tenant -> bytes, after the policy's set-up
     wall0: float
 
 
 def prepare_case(case: Case, timeline: bool, cache: dict | None) -> Prepared:
     cfg = case.config
     wall0 = time.perf_counter()
-    env = simpy.Environment()
+    env = CountingEnvironment()
     recorder = Recorder() if timeline and cfg.timeline_tokens > 0 else NullRecorder()
-    budget = cfg.dram_budget if cfg.dram_budget is not None else case.hardware.memories["dram"].capacity
-    devices = build_devices(env, case.hardware, budget, recorder)
+    placement = Placement.of(case.hardware, cfg.processor, cfg.placement.model_dump())
+    budgets = {placement.stream: cfg.dram_budget} if cfg.dram_budget is not None else {}
+    devices = build_devices(env, case.hardware, budgets)
     rng = np.random.default_rng(cfg.seed)
-    layout = build_layout(cfg.layout.name, case.model, cfg.dtype)
+    activations = _activations(case, rng, cache)
+    layout = _layout(case, activations)
     _check_flash_holds(case, layout.total_bytes)
     ctx = RunContext(
         model=case.model,
         hardware=case.hardware,
         devices=devices,
+        placement=placement,
         dtype=cfg.dtype,
         kv_dtype=cfg.kv_dtype,
-        processor=cfg.processor,
-        context_tokens=cfg.context_tokens,
-        decode_tokens=cfg.decode_tokens,
+        max_batch=cfg.batch,
+        decode_tokens=cfg.max_decode_tokens,
         layout=layout,
-        activations=_activations(case, rng, cache),
+        activations=activations,
         rng=rng,
     )
     policy = make_policy(cfg.policy)
     policy.setup(ctx)
-    resident = devices.memories["dram"].tenants()
-    return Prepared(case, env, recorder, devices, ctx, policy, resident, wall0)
+    resident = {name: memory.tenants(budgeted=True) for name, memory in devices.memories.items()}
+    return Prepared(case, env, recorder, devices, ctx, policy, make_requests(cfg), resident, wall0)
 
 
-def _check_flash_holds(case: Case, model_bytes: float) -> None:
-    capacity = case.hardware.flash.capacity
-    if model_bytes > capacity:
-        reason = f"the model's {format_bytes(model_bytes)} do not fit its {format_bytes(capacity)} flash"
-        raise CapacityError(f"hardware {case.hardware.name!r}: {reason}")
+def make_requests(cfg: ExperimentConfig) -> list[Request]:
+    """The case's requests: listed ones, or ``requests`` (default: ``batch``) of the configured lengths, arriving
+    at t = 0 or as a Poisson process. Lengths and arrivals are drawn from their own stream of the seed, so they
+    never move a policy's draws."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    n = cfg.n_requests
 
+    def draw(length) -> np.ndarray:
+        if isinstance(length, Uniform):
+            return rng.integers(length.low, length.high + 1, n)
+        return np.full(n, length)
 
-def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseResult:
-    case, env, devices, recorder = prep.case, prep.env, prep.devices, prep.recorder
-    rows: list[dict[str, float]] = []
-    env.process(_decode(env, devices, prep.policy, case.config, recorder, rows, progress))
-    env.run()
-    n_events = next(env._eid)  # SimPy's event counter: events scheduled so far (private, stable since 3.0)
-    tokens = pd.DataFrame(rows)
-    wall_s = time.perf_counter() - prep.wall0
-    summary = _summarise(case, tokens, prep.resident, devices, n_events, wall_s, prep.ctx)
-    return CaseResult(case.name, tokens, summary, recorder)
+    prompt, decode = draw(cfg.context_tokens), draw(cfg.decode_tokens)
+    arrival = np.zeros(n)
+    if cfg.arrival_rate_per_s is not None:
+        arrival = np.cumsum(rng.exponential(1.0 / cfg.arrival_rate_per_s, n))
+    for i, r in enumerate(cfg.request_list):
+        prompt[i] = r.context_tokens if r.context_tokens is not None else prompt[i]
+        decode[i] = r.decode_tokens if r.decode_tokens is not None else decode[i]
+        arrival[i] = r.arrival
+    return [Request(i, float(arrival[i]), int(prompt[i]), int(decode[i])) for i in range(n)]
 
 
 def _activations(case: Case, rng: np.random.Generator, cache: dict | None):
@@ -126,76 +155,78 @@ def _activations(case: Case, rng: np.random.Generator, cache: dict | None):
     return build_activations(cfg, case.model, rng, folder, str(case.path or "experiment"), cache)
 
 
-def _decode(env, devices: Devices, policy, cfg, recorder: Recorder, rows: list, progress):
-    for t in range(cfg.decode_tokens):
-        recorder.enabled = recorder.enabled and t < cfg.timeline_tokens
-        plans = policy.plan_token(t)
-        before = _byte_counters(devices)
-        times: TokenTimes = yield env.process(run_token(env, devices, plans, cfg.engine_mode == "auto"))
-        recorder.span("token", f"token {t}", times.start_s, times.end_s)
-        moved = {k: v - before[k] for k, v in _byte_counters(devices).items()}
-        used = {"dram_used_bytes": devices.memories["dram"].occupied_bytes}  # after the token's plan and run
-        rows.append(_row(t, times, moved, used | policy.token_stats()))
-        if progress:
-            progress(1)
+def _layout(case: Case, activations) -> BaseLayout:
+    """The experiment's flash layout; co-activation friends come from the run's activations."""
+    cfg = case.config
+    name = cfg.layout.name
+    if name != "coactivation":
+        return build_layout(name, case.model, cfg.dtype)
+    if activations is None:
+        raise ConfigError(case.path or "experiment", "layout.name", "needs activations to pick friends from", name)
+    n_masks = min(cfg.layout.coactivation_tokens, activations.n_tokens)
+    masks = np.asarray(activations.masks(0, n_masks), bool)  # [T, L, n]
+    return build_layout(name, case.model, cfg.dtype, masks=masks)
 
 
-def _byte_counters(devices: Devices) -> dict[str, float]:
-    """Cumulative bytes per device: flash reads, each link direction, each memory's copies."""
-    counters = {"flash_bytes": devices.flash.bytes_read}
-    for link in devices.links.values():
-        counters |= {f"{link.name}_{a}_to_{b}_bytes": n for (a, b), n in link.bytes_moved.items()}
-    counters |= {f"{m.name}_copy_bytes": m.bytes_copied for m in devices.memories.values()}
-    return counters
+def _check_flash_holds(case: Case, model_bytes: float) -> None:
+    capacity = case.hardware.flash.capacity
+    if model_bytes > capacity:
+        reason = f"the model's {format_bytes(model_bytes)} do not fit its {format_bytes(capacity)} flash"
+        raise CapacityError(f"hardware {case.hardware.name!r}: {reason}")
 
 
-def _row(t: int, times: TokenTimes, moved: dict[str, float], extra: dict) -> dict[str, float]:
+def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseResult:
+    case, env, devices, recorder, cfg = prep.case, prep.env, prep.devices, prep.recorder, prep.case.config
+    placement = prep.ctx.placement
+    executor = Executor(env, devices, recorder, closed_form=cfg.engine_mode == "auto")
+    scheduler = Scheduler(prep.requests, cfg.batch, cfg.prefill_chunk_tokens)
+    kv = KVCache(devices.memories[placement.kv], case.model.kv_bytes_per_token(cfg.kv_dtype))
+    rows: list[dict[str, Any]] = []
+    zeros = dict.fromkeys(executor.counters(), 0.0)
+    recording = {"decode_steps": 0}
+
+    def on_step(step: Step, times: StepTimes) -> None:
+        if step.phase == "decode":
+            recording["decode_steps"] += 1
+            if progress:
+                progress(step.batch)
+        recorder.span("step", f"{step.phase} {step.index}", times.start_s, times.end_s)
+        recorder.enabled = recorder.enabled and recording["decode_steps"] < cfg.timeline_tokens
+        used = {f"{name}_used_bytes": m.occupied_bytes(budgeted=True) for name, m in devices.memories.items()}
+        state = used | {"kv_bytes": kv.held_bytes, "flash_busy_s": times.busy_s.get(devices.flash.name, 0.0)}
+        rows.append(_row(step, times, zeros | times.bytes, state | prep.policy.step_stats()))
+
+    env.process(serve(env, executor, prep.policy, scheduler, kv, on_step))
+    env.run()
+    steps = pd.DataFrame(rows)
+    requests = pd.DataFrame(
+        {
+            "request": [r.id for r in prep.requests],
+            "arrival_s": [r.arrival_s for r in prep.requests],
+            "prompt_tokens": [r.prompt_tokens for r in prep.requests],
+            "decode_tokens": [r.decode_tokens for r in prep.requests],
+            "first_token_s": [r.first_token_s for r in prep.requests],
+            "finished_s": [r.finished_s for r in prep.requests],
+        }
+    )
+    wall_s = time.perf_counter() - prep.wall0
+    facts = {"events": env.n_events, "closed_form_steps": executor.n_closed_form, "kv_peak_bytes": kv.peak_bytes}
+    summary = summarise(case, steps, requests, prep.resident, devices, prep.ctx, facts, wall_s)
+    return CaseResult(case.name, steps, requests, summary, recorder)
+
+
+def _row(step: Step, times: StepTimes, moved: dict[str, float], extra: dict) -> dict[str, Any]:
+    stages = {STAGE_COLUMNS[s]: times.stage_s[s] for s in PRIORITY}
     return {
-        "token": t,
+        "step": step.index,
+        "phase": step.phase,
+        "batch": step.batch,
+        "new_tokens": step.n_tokens,
+        "token": step.positions[0] if step.phase == "decode" else -1,
         "start_s": times.start_s,
-        "io_stall_s": times.io_stall_s,
-        "xfer_s": times.xfer_s,
-        "memmgmt_s": times.memmgmt_s,
-        "compute_s": times.compute_s,
+        **stages,
+        "idle_s": times.stage_s["idle"],
         "total_s": times.total_s,
         **moved,
         **extra,
-    }
-
-
-def _summarise(
-    case: Case, tokens: pd.DataFrame, resident: dict, devices: Devices, n_events: int, wall_s: float, ctx: RunContext
-) -> dict[str, Any]:
-    n = len(tokens)
-    mean_ms = {
-        f"{c.removesuffix('_s')}_ms": 1e3 * float(tokens[c].mean())
-        for c in ("io_stall_s", "xfer_s", "memmgmt_s", "compute_s", "total_s")
-    }
-    flash = devices.flash
-    return {
-        "case": case.name,
-        **{f"sweep.{k}": v for k, v in (case.sweep or {}).items()},
-        "hardware": case.hardware.name,
-        "model": case.model.name,
-        "policy": case.config.policy.name,
-        "activations": ctx.activations.describe() if ctx.activations is not None else "none (policy needs no trace)",
-        "tokens": n,
-        "io_ms": mean_ms["io_stall_ms"],
-        "xfer_ms": mean_ms["xfer_ms"],
-        "memmgmt_ms": mean_ms["memmgmt_ms"],
-        "compute_ms": mean_ms["compute_ms"],
-        "total_ms": mean_ms["total_ms"],
-        "p50_total_ms": 1e3 * float(tokens["total_s"].quantile(0.5)),
-        "p99_total_ms": 1e3 * float(tokens["total_s"].quantile(0.99)),
-        "tokens_per_s": 1.0 / float(tokens["total_s"].mean()),
-        "flash_GB_per_token": float(tokens["flash_bytes"].mean()) / 1e9,
-        "flash_throughput_GBps": flash.bytes_read / flash.server.busy_time_s / 1e9 if flash.bytes_read else 0.0,
-        "dram_GB": sum(resident.values()) / 1e9,
-        "dram_used_GB": float(tokens["dram_used_bytes"].mean()) / 1e9,  # mean over tokens of the bytes holding data
-        "dram_tenants_GB": {k: v / 1e9 for k, v in resident.items()},
-        "dram_budget_GB": devices.memories["dram"].capacity_bytes / 1e9,
-        "simpy_events": n_events,
-        "events_per_token": n_events / n,
-        "wall_s": wall_s,
-        "sim_tokens_per_wall_s": n / wall_s,
     }

@@ -1,4 +1,11 @@
-"""The policy seam: context a policy is set up with, and the protocol it implements."""
+"""The policy seam: the context a policy is set up with, and the protocol it implements.
+
+A policy is pure planning. Once, in :meth:`Policy.setup`, it allocates what it keeps resident (tenants of the
+memories its :class:`~sim.engine.placement.Placement` names). Then, per step, :meth:`Policy.plan` returns the
+step's work as a :class:`~sim.engine.graph.Graph` of device jobs -- reads, transfers, copies, kernels and what each
+waits for -- and never touches SimPy. :meth:`Policy.step_stats` adds policy columns (neurons loaded, hit rates) to
+the step's row.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,9 @@ import numpy as np
 
 from sim.config.hardware import HardwareProfile
 from sim.devices import Devices
-from sim.engine.plan import LayerPlan
+from sim.engine.graph import Graph
+from sim.engine.placement import Placement
+from sim.engine.requests import Step
 from sim.layout import Layout
 from sim.models.profile import ModelProfile
 
@@ -21,22 +30,26 @@ class RunContext:
     model: ModelProfile
     hardware: HardwareProfile
     devices: Devices
+    placement: Placement  # which memory holds weights, windows, the KV cache; which processor runs the model
     dtype: str  # weight dtype, a key of sim.models.profile.DTYPE_BITS
     kv_dtype: str
-    processor: str  # name of the processor that runs the model (a key of hardware.processors)
-    context_tokens: int  # KV length at the first decoded token (prompt length)
-    decode_tokens: int  # decode steps the run will ask for
+    max_batch: int  # requests decoded together at most
+    decode_tokens: int  # the most decode steps any request will ask for
     layout: Layout  # where every weight lives on flash
     activations: Any | None  # sim.traces.source.ActivationSource, or None for policies that need none
     rng: np.random.Generator
+
+    @property
+    def processor(self) -> str:
+        return self.placement.processor
 
 
 class Policy(Protocol):
     def setup(self, ctx: RunContext) -> None:
         """Allocate resident tenants in memory (may raise CapacityError) and precompute layouts."""
 
-    def plan_token(self, t: int) -> list[LayerPlan]:
-        """Plans for all layers of decode step ``t`` (0-based), in layer order."""
+    def plan(self, step: Step) -> Graph:
+        """The jobs of one step (a prefill chunk or a decode step of the batch)."""
 
-    def token_stats(self) -> dict[str, float]:
-        """Extra per-token columns for the last planned token (e.g. neurons loaded, cache hit rate)."""
+    def step_stats(self) -> dict[str, float]:
+        """Extra columns for the step last planned (e.g. neurons loaded, cache hit rate)."""

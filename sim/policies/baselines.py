@@ -1,13 +1,16 @@
-"""Policies that need no sparsity: all weights in DRAM, naive (everything from flash), hybrid.
+"""Policies that need no sparsity: all weights resident, naive (everything from flash), hybrid.
 
-- ``all_dram``: every weight resident; no flash I/O (fails clearly if the DRAM budget is too small).
-- ``naive``: nothing resident; every layer's weights and the LM head are read from flash each token
+- ``all_dram``: every weight resident; no flash I/O (fails clearly if the budget is too small).
+- ``naive``: nothing resident; every layer's weights and the LM head are read from flash each step
   (LLM in a Flash Table 2 row 1).
 - ``hybrid``: attention and embeddings resident; then, if ``fill_budget``, the same fraction of every
   layer's FFN neurons as the remaining budget holds; the rest of the FFN is streamed (Table 2 row 2, where
   the paper keeps half of the model in DRAM).
-``overlap`` lets the read of layer l+1 run while layer l computes.
-Streaming buffers are not charged to DRAM (as in the paper's DRAM column).
+
+Resident weights live in the placement's ``weights`` memory; if the processor computes out of another memory
+they cross the link every step, layer by layer (an offloading setup), as does the KV cache when it lives away from
+the processor. A step reads and transfers each weight once whatever its batch; ``overlap`` lets the read of layer
+l+1 run while layer l computes. Streaming buffers are not charged to memory (as in the paper's DRAM column).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from typing import Literal
 import numpy as np
 
 from sim.config.base import StrictModel
-from sim.engine.plan import NO_EXTENTS, LayerPlan
+from sim.engine.graph import NO_EXTENTS, Graph
+from sim.engine.layers import LayerPlan, Pipeline, Transfer
+from sim.engine.requests import Step
 from sim.layout import EMBEDDINGS, coalesce
-from sim.models.profile import ATTENTION_OPS
+from sim.models.profile import ATTENTION_OPS, ModelProfile, dtype_bytes
 from sim.policies.base import RunContext
-from sim.policies.ops import dense_layer_ops
+from sim.policies.ops import StepOps
 
 
 class AllDramConfig(StrictModel):
@@ -39,83 +44,116 @@ class HybridConfig(StrictModel):
     fill_budget: bool = True
 
 
+def kv_bytes_per_layer(model: ModelProfile, kv_dtype: str, step: Step) -> float:
+    """The K and V of one layer that a step's attention reads (every request's cached tokens)."""
+    return dtype_bytes(kv_dtype, 2 * sum(step.kv_tokens) * model.n_kv_heads * model.head_dim)
+
+
+def placement_transfers(ctx: RunContext, step: Step, layer: int, resident_bytes: float) -> tuple[Transfer, ...]:
+    """What must cross a link before a layer computes: its resident weights and its KV cache, each when it lives
+    in a memory other than the processor's."""
+    p, out = ctx.placement, []
+    if p.weights == p.compute and p.kv == p.compute:
+        return ()
+    if p.weights != p.compute and resident_bytes > 0:
+        out.append(Transfer(p.weights, p.compute, resident_bytes, f"L{layer} weights"))
+    kv_bytes = kv_bytes_per_layer(ctx.model, ctx.kv_dtype, step)
+    if p.kv != p.compute and kv_bytes > 0:
+        out.append(Transfer(p.kv, p.compute, kv_bytes, f"L{layer} kv"))
+    return tuple(out)
+
+
 class _Dense:
-    """Shared plan building: dense compute of every layer, preload extents fixed per layer."""
+    """Shared plan building: dense compute of every layer, preload extents and resident bytes fixed per layer."""
 
     overlap = False
 
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
         n = ctx.model.n_layers
+        self.ops = StepOps(ctx.model, ctx.dtype, ctx.kv_dtype)
+        self.pipeline = Pipeline(ctx.placement)
         self.preloads = [NO_EXTENTS] * n
-
-    def plan_token(self, t: int) -> list[LayerPlan]:
-        ctx, n = self.ctx, self.ctx.model.n_layers
-        kv_len = ctx.context_tokens + t
-        return [
-            LayerPlan(
-                layer=l,
-                issue_at=l - 1 if self.overlap else l,
-                preload=self.preloads[l],
-                ops=dense_layer_ops(ctx.model, ctx.dtype, kv_len, last=l == n - 1),
-                processor=ctx.processor,
-            )
-            for l in range(n)
+        self.resident_bytes = [0.0] * n  # per layer: bytes of its weights held resident
+        self._place(ctx)
+        self.plans = [  # made once (the preloads are fixed); plan() updates ops and transfers in place
+            LayerPlan(l, l - 1 if self.overlap else l, self.preloads[l], processor=ctx.processor) for l in range(n)
         ]
 
-    def token_stats(self) -> dict[str, float]:
+    def _place(self, ctx: RunContext) -> None:
+        """Allocate what the policy keeps resident and set the preloads (each policy's own part of setup)."""
+
+    def plan(self, step: Step) -> Graph:
+        ctx, plans = self.ctx, self.plans
+        mid, last = self.ops.dense_layer(step, last=False), self.ops.dense_layer(step, last=True)
+        for plan in plans:  # only the ops (attention's KV length) and transfers change from step to step
+            plan.ops = mid
+            plan.transfers = placement_transfers(ctx, step, plan.layer, self.resident_bytes[plan.layer])
+        plans[-1].ops = last
+        return self.pipeline.graph(plans)
+
+    def step_stats(self) -> dict[str, float]:
         return {}
+
+    def _hold(self, tenant: str, bytes_per_layer: float) -> None:
+        """Allocate a tenant of ``bytes_per_layer`` in every layer in the weights memory."""
+        self.ctx.devices.memories[self.ctx.placement.weights].allocate(
+            tenant, bytes_per_layer * len(self.resident_bytes)
+        )
+        self.resident_bytes = [b + bytes_per_layer for b in self.resident_bytes]
+
+    def _hold_embeddings(self) -> None:
+        """Allocate the embedding tables; the LM head is used by the last layer."""
+        model, dtype = self.ctx.model, self.ctx.dtype
+        self.ctx.devices.memories[self.ctx.placement.weights].allocate("embeddings", model.embedding_bytes(dtype))
+        self.resident_bytes[-1] += dtype_bytes(dtype, model.vocab_size * model.d_model)
 
 
 class AllDram(_Dense):
     def __init__(self, config: AllDramConfig):
         self.config = config
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
-        dram = ctx.devices.memories["dram"]
-        dram.allocate("embeddings", ctx.model.embedding_bytes(ctx.dtype))
-        dram.allocate("attention", ctx.model.n_layers * ctx.model.attention_bytes_per_layer(ctx.dtype))
-        dram.allocate("ffn", ctx.model.n_layers * ctx.model.ffn_bytes_per_layer(ctx.dtype))
+    def _place(self, ctx: RunContext) -> None:
+        model, dtype = ctx.model, ctx.dtype
+        self._hold_embeddings()
+        self._hold("attention", model.attention_bytes_per_layer(dtype))
+        self._hold("ffn", model.ffn_bytes_per_layer(dtype))
 
 
 class Naive(_Dense):
     def __init__(self, config: NaiveConfig):
         self.config, self.overlap = config, config.overlap
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+    def _place(self, ctx: RunContext) -> None:
         layout, ops = ctx.layout, ATTENTION_OPS + ctx.model.ffn_ops
-        self.preloads = [layout.op_extents(l, ops) for l in range(ctx.model.n_layers)]
+        self.preloads = [coalesce(layout.op_extents(l, ops)) for l in range(ctx.model.n_layers)]
         # The LM head (tied: the embedding table) is needed at the last layer; the one embedding row of
         # the input token is negligible and not charged.
         lm_head = layout.op_extents(EMBEDDINGS, ("lm_head",) if not ctx.model.tied_embeddings else ("embed",))
-        self.preloads[-1] = np.concatenate([self.preloads[-1], lm_head])
+        self.preloads[-1] = coalesce(np.concatenate([self.preloads[-1], lm_head]))
 
 
 class Hybrid(_Dense):
     def __init__(self, config: HybridConfig):
         self.config, self.overlap = config, config.overlap
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
-        model, dtype, dram = ctx.model, ctx.dtype, ctx.devices.memories["dram"]
-        dram.allocate("embeddings", model.embedding_bytes(dtype))
-        dram.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
+    def _place(self, ctx: RunContext) -> None:
+        model, dtype = ctx.model, ctx.dtype
+        self._hold_embeddings()
+        self._hold("attention", model.attention_bytes_per_layer(dtype))
         n_neurons = model.n_experts * model.d_ff
         n_resident = self._resident_neurons(ctx, n_neurons) if self.config.fill_budget else 0
         if n_resident:
-            dram.allocate("ffn", n_resident * model.n_layers * model.neuron_bytes(dtype))
+            self._hold("ffn", n_resident * model.neuron_bytes(dtype))
         streamed = np.arange(n_resident, n_neurons)
         self.preloads = [coalesce(ctx.layout.neuron_extents(l, streamed)) for l in range(model.n_layers)]
         self.resident_fraction = n_resident / n_neurons
 
     @staticmethod
     def _resident_neurons(ctx: RunContext, n_neurons: int) -> int:
-        dram = ctx.devices.memories["dram"]
-        free = dram.capacity_bytes - dram.used_bytes
+        free = ctx.devices.memories[ctx.placement.weights].budget_free_bytes
         per_neuron_all_layers = ctx.model.n_layers * ctx.model.neuron_bytes(ctx.dtype)
         return int(np.clip(free // per_neuron_all_layers, 0, n_neurons))
 
-    def token_stats(self) -> dict[str, float]:
+    def step_stats(self) -> dict[str, float]:
         return {"ffn_resident_fraction": self.resident_fraction}

@@ -4,8 +4,9 @@ Per decode step t, vectorised over layers:
 
 1. the predictor marks neurons (:mod:`sim.lif.masks`: oracle, none, trained, statistical), a packed set [L, n];
 2. the sliding window (:mod:`sim.lif.window`, last ``window_k`` tokens) says which are missing; their
-   ``layout.neuron_extents`` are read from flash (``bundling``: none = layer-major rows, row_column = one bundle
-   per neuron, coactivation = a double bundle bringing the closest friend, which then stays resident too);
+   ``layout.neuron_extents`` are read from flash (the experiment's ``layout``: layer_major = separate up / down
+   rows, bundled = one row-column bundle per neuron, coactivation = a double bundle bringing the closest friend,
+   which then stays resident too);
 3. memory management (:mod:`sim.lif.memmgmt`) deletes evicted rows by moving the last row into the hole and
    appends loaded ones; the bytes copied are charged at the DRAM copy bandwidth. ``memory_management: false``
    models the naive alternative: the resident matrix is rebuilt (copied whole) every token;
@@ -13,12 +14,16 @@ Per decode step t, vectorised over layers:
    preallocated matrix's resident rows (``ffn_compute: resident``) or gathered over the predicted neurons
    (``active``).
 
-DRAM tenants (setup; CapacityError if over the budget): embeddings, attention, predictor, and the per-layer
-preallocated FFN matrices sized by a dry run of the window over the first ``capacity_tokens`` decode steps (the
-mask stream keeps those steps' predictions, so the run replays them instead of predicting twice); each
-token the matrices report the rows they hold (``Memory.occupy``: the summary's dram_used_GB vs dram_GB).
-``overlap``: layer l+1's reads are issued when layer l's compute starts (the paper's Table 3 sums I/O and
-compute, i.e. no overlap, the default).
+Tenants (setup; CapacityError if over the budget): embeddings, attention and the predictor in the placement's
+``weights`` memory; the per-layer preallocated FFN matrices in its ``window`` memory, sized by a dry run of the
+window over the first ``capacity_tokens`` decode steps (the mask stream keeps those steps' predictions, so the run
+replays them instead of predicting twice); each token the matrices report the rows they hold (``Memory.occupy``:
+the summary's <memory>_used_GB vs <memory>_GB). ``overlap``: layer l+1's reads are issued when layer l's compute
+starts (the paper's Table 3 sums I/O and compute, i.e. no overlap, the default).
+
+One request at a time (``batch: 1``, the paper's setting): decode step t of the request is source token t. A
+prefill step reads every FFN neuron of each layer (a prompt's tokens together activate nearly all of them) and
+computes densely; the window starts empty at the first decode step.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from pydantic import Field
 
 from sim.config.base import StrictModel
 from sim.devices.processor import Op
-from sim.engine.plan import LayerPlan
+from sim.engine.graph import Graph
+from sim.engine.layers import LayerPlan, Pipeline
+from sim.engine.requests import Step
 from sim.errors import CapacityError, ConfigError
-from sim.layout import BaseLayout, build_layout
+from sim.layout import CoactivationLayout, coalesce
 from sim.lif import bits
 from sim.lif.masks import MaskStream, TokenMasks
 from sim.lif.memmgmt import NeuronMatrix
@@ -41,10 +48,9 @@ from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
 from sim.policies.base import RunContext
-from sim.policies.ops import attention_ops, ffn_ops, lm_head_ops
+from sim.policies.baselines import placement_transfers
+from sim.policies.ops import StepOps
 from sim.traces.source import active_counts
-
-LAYOUT_OF_BUNDLING = {"none": "layer_major", "row_column": "bundled", "coactivation": "coactivation"}
 
 
 class LlmInFlashConfig(StrictModel):
@@ -70,8 +76,6 @@ class LlmInFlashConfig(StrictModel):
         description="tokens the neuron window spans; 0 = no reuse: every token reads all its "
         "predicted neurons into a scratch buffer and keeps none (Table 2 '+predictor' row)",
     )
-    bundling: Literal["none", "row_column", "coactivation"] = "row_column"
-    coactivation_tokens: int = Field(512, ge=2, description="source tokens whose co-activations pick friends")
     memory_management: bool = True
     coalesce_reads: bool = Field(
         True,
@@ -85,8 +89,6 @@ class LlmInFlashConfig(StrictModel):
 
 
 class LlmInFlash:
-    needs_activations = True
-
     def __init__(self, config: LlmInFlashConfig):
         self.config = config
         self._stats: dict[str, float] = {}
@@ -96,10 +98,17 @@ class LlmInFlash:
         cfg, model = self.config, ctx.model
         if ctx.activations is None and cfg.predictor != "none":
             raise ConfigError("experiment", "policy.predictor", "needs an activation trace", cfg.predictor)
+        if ctx.max_batch != 1:
+            reason = "models one request at a time, as the paper does (set batch: 1)"
+            raise ConfigError("experiment", "batch", f"llm_in_flash {reason}", ctx.max_batch)
         self.ctx, self.n_layers, self.n = ctx, model.n_layers, model.n_experts * model.d_ff
         self.ranks = np.where(np.arange(self.n_layers) >= self.n_layers - cfg.last_layers, cfg.rank_last, cfg.rank)
         self.stream = self._mask_stream(ctx)
-        self.layout = self._layout(ctx)
+        self.layout = ctx.layout
+        self.ops = StepOps(model, ctx.dtype, ctx.kv_dtype)
+        self.pipeline = Pipeline(ctx.placement)
+        every = np.arange(self.n)
+        self._all_neurons = [coalesce(self.layout.neuron_extents(l, every)) for l in range(self.n_layers)]
         self.neuron_bytes = model.neuron_bytes(ctx.dtype)
         self.reuse = cfg.window_k > 0
         if self.reuse:
@@ -107,7 +116,6 @@ class LlmInFlash:
             self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
         self._allocate(ctx)
         self._static_ops = self._layer_static_ops(ctx)
-        self._ffn_ops: dict[int, tuple[Op, ...]] = {}  # FFN neurons computed -> ops (memo)
 
     def _mask_stream(self, ctx: RunContext) -> MaskStream:
         cfg, src = self.config, ctx.activations
@@ -156,14 +164,6 @@ class LlmInFlash:
         model = ctx.model
         return load(path, model.n_layers, model.d_model, self.n, self.config.recall)[0]
 
-    def _layout(self, ctx: RunContext) -> BaseLayout:
-        name = LAYOUT_OF_BUNDLING[self.config.bundling]
-        if name != "coactivation":
-            return build_layout(name, ctx.model, ctx.dtype)
-        n_masks = min(self.config.coactivation_tokens, ctx.activations.n_tokens)
-        masks = np.asarray(ctx.activations.masks(0, n_masks), bool)  # [T, L, n]
-        return build_layout(name, ctx.model, ctx.dtype, masks=masks)
-
     def _dry_run(self) -> np.ndarray:
         """[L] peak resident neurons over the first capacity_tokens steps (same predictions as the run, which
         replays them from the stream's cache)."""
@@ -177,26 +177,35 @@ class LlmInFlash:
         return peak
 
     def _allocate(self, ctx: RunContext) -> None:
-        model, dtype, dram = ctx.model, ctx.dtype, ctx.devices.memories["dram"]
-        dram.allocate("embeddings", model.embedding_bytes(dtype))
-        dram.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
+        model, dtype, memories = ctx.model, ctx.dtype, ctx.devices.memories
+        weights = memories[ctx.placement.weights]
+        weights.allocate("embeddings", model.embedding_bytes(dtype))
+        weights.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
         if self.config.predictor in ("trained", "statistical"):
-            dram.allocate("predictor", dtype_bytes(dtype, float((model.d_model + self.n) * self.ranks.sum())))
+            weights.allocate("predictor", dtype_bytes(dtype, float((model.d_model + self.n) * self.ranks.sum())))
         if self.reuse:  # without reuse the rows read land in a streaming buffer, not counted (like naive's)
-            dram.allocate("ffn_window", self.matrix.allocated_bytes)
+            memories[ctx.placement.window].allocate("ffn_window", self.matrix.allocated_bytes)
+        self.resident_bytes = model.attention_bytes_per_layer(dtype)  # per layer, in the weights memory
 
     # ---- per token --------------------------------------------------------------------------------------
     def _friends_of(self, window: SlidingWindow, pred_bits: np.ndarray, needed: np.ndarray | None = None):
         """Co-activation: the friends that arrive with the bundles of the predicted neurons missing from the window,
         packed [L, nw] (else None). ``needed``: those neurons' sorted flat indices if the caller has them."""
-        if self.config.bundling != "coactivation":
+        if not isinstance(self.layout, CoactivationLayout):
             return None
         if needed is None:
             needed = bits.flat_indices(window.missing_bits(pred_bits), self.n)
         layer, neuron = np.divmod(needed, self.n)
         return bits.from_flat(layer * self.n + self.layout.friends[layer, neuron], self.n_layers, self.n)
 
-    def plan_token(self, t: int) -> list[LayerPlan]:
+    def plan(self, step: Step) -> Graph:
+        if step.phase == "prefill":
+            return self._prefill(step)
+        return self.pipeline.graph(self.decode_plans(step))
+
+    def decode_plans(self, step: Step) -> list[LayerPlan]:
+        """The layer plans of a decode step (step t of the request: source token t)."""
+        t = step.positions[0]
         tok = self.stream.token(t)
         if self.reuse:
             needed, copied, n_ffn = self._window_step(t, tok)
@@ -204,17 +213,35 @@ class LlmInFlash:
             needed, copied, n_ffn = tok.pred_flat(), np.zeros(self.n_layers), tok.n_pred
             self._record(tok, len(needed), len(needed), None, copied)
         extents = self.layout.neuron_extents_all(needed)  # one pass for all layers, layer-major
-        ctx = self.ctx
-        attention = attention_ops(ctx.model, ctx.dtype, ctx.context_tokens + t, ctx.kv_dtype)  # same for every layer
+        attention = self.ops.attention(step)  # the same for every layer
         copied, n_ffn = copied.tolist(), n_ffn.tolist()
         return [
-            self._layer_plan(l, extents[l], float(copied[l]), int(n_ffn[l]), attention) for l in range(self.n_layers)
+            self._layer_plan(step, l, extents[l], float(copied[l]), int(n_ffn[l]), attention)
+            for l in range(self.n_layers)
         ]
+
+    def _prefill(self, step: Step) -> Graph:
+        """Every FFN neuron of each layer read (into a streaming buffer) and computed densely for the chunk."""
+        ctx, cfg, n = self.ctx, self.config, step.n_tokens
+        dense = self.ops.attention(step) + self.ops.ffn(self.n, n)
+        plans = [
+            LayerPlan(
+                layer=l,
+                issue_at=l - 1 if cfg.overlap else l,
+                preload=self._all_neurons[l],
+                transfers=placement_transfers(ctx, step, l, self.resident_bytes),
+                ops=dense,
+                processor=ctx.processor,
+            )
+            for l in range(self.n_layers)
+        ]
+        self._stats = {}
+        return self.pipeline.graph(plans)
 
     def _window_step(self, t: int, tok: TokenMasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Window + memory management: (flat indices ``l * n + i`` of the neurons to read [N] ascending, bytes
         copied [L], FFN neurons computed [L])."""
-        if self.config.bundling == "coactivation":  # what is read: the missing predicted neurons; their bundles
+        if isinstance(self.layout, CoactivationLayout):  # what is read: the missing predicted neurons; their bundles
             needed = bits.flat_indices(self.window.missing_bits(tok.pred_bits), self.n)  # bring friends, stored too
             step = self.window.step_bits(tok.pred_bits, self._friends_of(self.window, tok.pred_bits, needed))
             load = step.load_flat()
@@ -225,7 +252,8 @@ class LlmInFlash:
             mem = self.matrix.step_flat(load, step.evict_flat())
         except ValueError as err:
             raise CapacityError(f"llm_in_flash: {err} (raise policy.capacity_tokens above {t})") from None
-        self.ctx.devices.memories["dram"].occupy("ffn_window", float(mem.n_rows.sum()) * self.neuron_bytes)
+        window = self.ctx.devices.memories[self.ctx.placement.window]
+        window.occupy("ffn_window", float(mem.n_rows.sum()) * self.neuron_bytes)
         copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
         if self.config.memmgmt_appends:
             copied = copied + mem.appended_bytes
@@ -233,34 +261,32 @@ class LlmInFlash:
         self._record(tok, len(needed), len(load), mem, copied)
         return needed, copied, n_ffn
 
-    def _layer_static_ops(self, ctx: RunContext) -> list[tuple[tuple[Op, ...], tuple[Op, ...]]]:
-        """Per layer, the ops that do not change between tokens: (before the FFN, after it)."""
+    def _layer_static_ops(self, ctx: RunContext) -> list[tuple[Op, ...]]:
+        """Per layer, the predictor's low-rank matmuls (the same every decode step)."""
         static = []
         for layer in range(self.n_layers):
             before: tuple[Op, ...] = ()
             if self.predictor is not None:
                 w = float((ctx.model.d_model + self.n) * self.ranks[layer])
                 before = (Op("predictor", 2.0 * w, dtype_bytes(ctx.dtype, w), ctx.dtype),)
-            after = lm_head_ops(ctx.model, ctx.dtype) if layer == self.n_layers - 1 else ()
-            static.append((before, after))
+            static.append(before)
         return static
 
     def _layer_plan(
-        self, layer: int, preload: np.ndarray, copied: float, n_ffn: int, attention: tuple[Op, ...]
+        self, step: Step, layer: int, preload: np.ndarray, copied: float, n_ffn: int, attention: tuple[Op, ...]
     ) -> LayerPlan:
         """preload: the extents of the layer's neurons to read; ops: attention, predictor, FFN, (LM head)."""
         ctx, cfg = self.ctx, self.config
-        before, after = self._static_ops[layer]
-        ffn = self._ffn_ops.get(n_ffn)
-        if ffn is None:  # ops are a pure function of the neuron count: built once per count
-            ffn = self._ffn_ops[n_ffn] = ffn_ops(ctx.model, ctx.dtype, n_ffn, gathered=cfg.ffn_compute == "active")
+        ffn = self.ops.ffn(n_ffn, 1, gathered=cfg.ffn_compute == "active")
+        after = self.ops.lm_head(step) if layer == self.n_layers - 1 else ()
         return LayerPlan(
             layer=layer,
             issue_at=layer - 1 if cfg.overlap else layer,
             preload=preload,
+            transfers=placement_transfers(ctx, step, layer, self.resident_bytes),
             memmgmt_bytes=copied,
             coalesce=cfg.coalesce_reads,
-            ops=attention + before + ffn + after,
+            ops=attention + self._static_ops[layer] + ffn + after,
             processor=ctx.processor,
         )
 
@@ -276,5 +302,5 @@ class LlmInFlash:
             "memmgmt_bytes": float(copied.sum()),
         }
 
-    def token_stats(self) -> dict[str, float]:
+    def step_stats(self) -> dict[str, float]:
         return dict(self._stats)

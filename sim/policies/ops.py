@@ -1,50 +1,63 @@
-"""Compute ops of one decode step, from model shapes: the FLOPs and bytes each kernel touches.
+"""Compute ops of one step, from model shapes: the FLOPs and bytes each kernel touches.
 
-One :class:`Op` per kernel (never per neuron). Bytes are the weights read plus the KV cache read by
-attention; activations (a few d_model vectors) are ignored. FLOPs count 2 per multiply-add.
+One :class:`Op` per kernel (never per neuron or per request). A step computes ``n`` tokens (the batch's decode
+tokens, or a prefill chunk): weight matmuls do ``n`` times the FLOPs of one token but read the weights once;
+attention reads each request's cached K and V once and attends every new token to the positions before it
+(causal). Activations (a few d_model vectors per token) are ignored. FLOPs count 2 per multiply-add.
 """
 
 from __future__ import annotations
 
 from sim.devices.processor import Op
+from sim.engine.requests import Step
 from sim.models.profile import ModelProfile, dtype_bytes
 
 
-def attention_ops(model: ModelProfile, dtype: str, kv_len: int, kv_dtype: str = "fp16") -> tuple[Op, ...]:
-    """Dense attention of one layer for one new token attending to ``kv_len`` cached positions."""
-    qkv = sum(model.op_weights(op) for op in ("q", "k", "v"))
-    o = model.op_weights("o")
-    kv_values = 2 * kv_len * model.n_kv_heads * model.head_dim  # K and V
-    core_flops = 2.0 * 2 * model.n_heads * model.head_dim * kv_len  # q.K^T and p.V
-    return (
-        Op("qkv_proj", 2.0 * qkv, dtype_bytes(dtype, qkv), dtype),
-        Op("attention", core_flops, dtype_bytes(kv_dtype, kv_values), kv_dtype),
-        Op("o_proj", 2.0 * o, dtype_bytes(dtype, o), dtype),
-    )
+def attended_positions(step: Step) -> int:
+    """Keys attended, summed over the step's new tokens: token j of a request with kv cached tokens sees kv + j."""
+    return sum(n * kv + n * (n - 1) // 2 for kv, n in zip(step.kv_tokens, step.new_tokens, strict=True))
 
 
-def ffn_ops(model: ModelProfile, dtype: str, n_neurons: float, gathered: bool = False) -> tuple[Op, ...]:
-    """FFN of one layer over ``n_neurons`` neurons (all experts' active neurons summed for MoE).
+class StepOps:
+    """The ops of a model's layers at one dtype, for any step. Weight ops depend only on the tokens a step computes
+    and are built once per token count (a processor memoises op times by identity); attention is built per step."""
 
-    ``gathered``: the kernel indexes scattered rows (sparse gather) instead of a contiguous matrix.
-    """
-    if n_neurons <= 0:
-        return ()
-    weights = n_neurons * model.neuron_weights
-    return (Op("ffn", 2.0 * weights, dtype_bytes(dtype, weights), dtype, gathered),)
+    def __init__(self, model: ModelProfile, dtype: str, kv_dtype: str):
+        self.model, self.dtype, self.kv_dtype = model, dtype, kv_dtype
+        self._memo: dict[tuple, tuple[Op, ...]] = {}
 
+    def _weights(self, name: str, n_weights: float, n_tokens: int, gathered: bool = False) -> tuple[Op, ...]:
+        key = (name, n_weights, n_tokens, gathered)
+        found = self._memo.get(key)
+        if found is None:
+            op = Op(name, 2.0 * n_weights * n_tokens, dtype_bytes(self.dtype, n_weights), self.dtype, gathered)
+            found = self._memo[key] = (op,)
+        return found
 
-def dense_ffn_neurons(model: ModelProfile) -> int:
-    """Neurons a dense decode step computes in one layer (MoE: the top-k experts' neurons)."""
-    return model.d_ff * model.experts_top_k
+    def attention(self, step: Step) -> tuple[Op, ...]:
+        """q/k/v projections, attention over the KV cache, output projection (one layer)."""
+        m, n = self.model, step.n_tokens
+        kv_values = 2 * sum(step.kv_tokens) * m.n_kv_heads * m.head_dim  # K and V read once per request
+        core_flops = 2.0 * 2 * m.n_heads * m.head_dim * attended_positions(step)  # q.K^T and p.V
+        core = Op("attention", core_flops, dtype_bytes(self.kv_dtype, kv_values), self.kv_dtype)
+        qkv = sum(m.op_weights(op) for op in ("q", "k", "v"))
+        return self._weights("qkv_proj", qkv, n) + (core,) + self._weights("o_proj", m.op_weights("o"), n)
 
+    def ffn(self, n_neurons: float, n_tokens: int, gathered: bool = False) -> tuple[Op, ...]:
+        """FFN of one layer over ``n_neurons`` neurons (MoE: the routed experts' neurons summed); ``gathered``: the
+        kernel indexes scattered rows (a sparse gather) instead of a contiguous matrix."""
+        if n_neurons <= 0:
+            return ()
+        return self._weights("ffn", n_neurons * self.model.neuron_weights, n_tokens, gathered)
 
-def lm_head_ops(model: ModelProfile, dtype: str) -> tuple[Op, ...]:
-    weights = model.vocab_size * model.d_model
-    return (Op("lm_head", 2.0 * weights, dtype_bytes(dtype, weights), dtype),)
+    def lm_head(self, step: Step) -> tuple[Op, ...]:
+        """Logits of the tokens a decode step emits (a prefill step emits none: see sim/engine/requests.py)."""
+        if step.phase != "decode":
+            return ()
+        return self._weights("lm_head", self.model.vocab_size * self.model.d_model, step.batch)
 
-
-def dense_layer_ops(model: ModelProfile, dtype: str, kv_len: int, last: bool) -> tuple[Op, ...]:
-    """Attention + dense FFN of one layer; the LM head is charged to the last layer."""
-    ops = attention_ops(model, dtype, kv_len) + ffn_ops(model, dtype, dense_ffn_neurons(model))
-    return ops + lm_head_ops(model, dtype) if last else ops
+    def dense_layer(self, step: Step, last: bool) -> tuple[Op, ...]:
+        """Attention + the dense FFN of one layer; the LM head is charged to the last layer."""
+        m = self.model
+        ops = self.attention(step) + self.ffn(m.d_ff * m.experts_top_k, step.n_tokens)
+        return ops + self.lm_head(step) if last else ops

@@ -22,10 +22,6 @@ _POLICIES = {
 PolicyConfig = Annotated[Union[tuple(cfg for cfg, _ in _POLICIES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
-def policy_names() -> list[str]:
-    return sorted(_POLICIES)
-
-
 def make_policy(config) -> Policy:
     """Instantiate the policy a (validated) policy config names."""
     return _POLICIES[config.name][1](config)
