@@ -42,14 +42,15 @@ def breakdown(
             by_stage.setdefault(stage, []).append((a, b))
     out = dict.fromkeys(STAGES, 0.0)
     covered: list[tuple[float, float]] = []  # union of the more important stages' intervals, sorted, disjoint
+    covered_s = 0.0
     for stage in PRIORITY:
         mine = by_stage.get(stage)
         if not mine:
             continue
-        merged = _merge(covered + mine)
-        out[stage] = _length(merged) - _length(covered)
-        covered = merged
-    out["idle"] = max(0.0, (stop_s - start_s) - _length(covered))
+        covered = _merge(covered + mine)
+        length_s = _length(covered)
+        out[stage], covered_s = length_s - covered_s, length_s
+    out["idle"] = max(0.0, (stop_s - start_s) - covered_s)
     return out
 
 
