@@ -39,7 +39,6 @@ import bench_lif  # noqa: E402
 from sim.config.experiment import load_experiment  # noqa: E402
 from sim.engine.activations import build_activations  # noqa: E402
 from sim.lif.statistical import DENSE_Q, StatisticalPredictor  # noqa: E402
-from sim.traces.source import active_counts  # noqa: E402
 
 TOKENS = bench_lif.TOKENS
 _DEBRUIJN = 0x03F79D71B4CB0A89
@@ -185,7 +184,7 @@ def _inputs():
         path.write_text(yaml.safe_dump(bench_lif.EXPERIMENT))
         (case,) = load_experiment(path)
     src = build_activations(case.config.activations, case.model, np.random.default_rng(case.config.seed))
-    weights = active_counts(src, 0, TOKENS).astype(np.float32) / TOKENS + 1e-3  # as LlmInFlash._mask_stream
+    weights = src.active_counts(0, TOKENS).astype(np.float32) / TOKENS + 1e-3  # as LlmInFlash._mask_stream
     policy = bench_lif.EXPERIMENT["policy"]
     predictor = StatisticalPredictor(0.95, 0.07, weights)
     buckets, w, w_total = predictor._static(weights.shape)

@@ -1,5 +1,5 @@
-"""``python -m sim COMMAND ...``: each command lives in ``sim/commands/NAME.py`` and provides
-``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
+"""``python -m sim COMMAND ...``: each command lives in ``sim/commands/NAME.py``, is listed in ``COMMANDS`` and
+provides ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
 
 User errors (:class:`sim.errors.SimError`) print as one line on stderr and exit 2, never a traceback.
 """
@@ -7,13 +7,13 @@ User errors (:class:`sim.errors.SimError`) print as one line on stderr and exit 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import signal
 import sys
 
-import sim.commands
+from sim.commands import flash_image, model, predictor, profiles, run, trace
 from sim.errors import SimError
+
+COMMANDS = (flash_image, model, predictor, profiles, run, trace)  # in the order `python -m sim --help` lists them
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discrete-event simulator of storage and memory hierarchies for sparse LLM inference.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for info in sorted(pkgutil.iter_modules(sim.commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"sim.commands.{info.name}").register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 

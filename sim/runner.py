@@ -8,15 +8,13 @@ all of it, plots included, succeeded.
 from __future__ import annotations
 
 import ctypes
-import importlib
-import inspect
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +22,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sim.config.base import load_yaml, validate
+from sim.config.base import StrictModel, load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
 from sim.config.workload import Uniform
 from sim.engine.simulate import CaseResult, check_case, make_requests, simulate_case
 from sim.errors import ConfigError, SimError
+from sim.lif.real.accuracy import LifAccuracyConfig, run_lif_accuracy
 from sim.outfolder import ResultsFolder
 from sim.results import write_results
+from sim.traces.accuracy import AccuracyConfig, run_accuracy
 
 PLOTS_DIR = REPO_ROOT / "experiments" / "plots"
 DEFAULT_PLOTS = ("breakdown.py", "timeline.py")
@@ -56,27 +56,19 @@ def plot_scripts(experiment_path: Path, cases: Sequence[Case]) -> list[Path]:
 
 @dataclass(frozen=True)
 class OtherKind:
-    """An experiment kind other than simulation: its config class, runner and plot script (lazy imports)."""
+    """An experiment kind other than simulation: its config class, its runner ``run(path, out, progress=...)``
+    (which writes into the results folder ``out``) and the plot script it draws with."""
 
-    module: str
-    config: str
-    run: str
+    config: type[StrictModel]
+    run: Callable[..., Path]
     plot: str
-
-    def config_class(self):
-        return getattr(importlib.import_module(self.module), self.config)
-
-    def runner(self):
-        return getattr(importlib.import_module(self.module), self.run)
 
 
 OTHER_KINDS = {
     # perplexity and greedy agreement vs sparsity on the numpy model
-    "accuracy": OtherKind("sim.traces.accuracy", "AccuracyConfig", "run_accuracy", "accuracy.py"),
+    "accuracy": OtherKind(AccuracyConfig, run_accuracy, "accuracy.py"),
     # LLM in a Flash's predictor on the numpy model (accuracy) and in the simulator (speed)
-    "lif_accuracy": OtherKind(
-        "sim.lif.real.accuracy", "LifAccuracyConfig", "run_lif_accuracy", "lif_speed_accuracy.py"
-    ),
+    "lif_accuracy": OtherKind(LifAccuracyConfig, run_lif_accuracy, "lif_speed_accuracy.py"),
 }
 
 
@@ -93,7 +85,7 @@ def validate_experiment(path: str | Path, overrides: dict[str, Any] | None = Non
     kind = experiment_kind(path)
     if kind != "simulation":
         _no_overrides(kind, overrides)
-        config = validate(OTHER_KINDS[kind].config_class(), load_yaml(path), path)
+        config = validate(OTHER_KINDS[kind].config, load_yaml(path), path)
         return [f"ok  {config.name}: kind {kind}"]
     lines, cache = [], {}
     cases = load_experiment(path, overrides)
@@ -154,12 +146,8 @@ def _no_overrides(kind: str, overrides: dict[str, Any] | None) -> None:
 
 def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plots: bool, progress: bool) -> Path:
     _no_overrides(kind, overrides)
-    runner = spec.runner()
     with ResultsFolder(out) as tmp:
-        if "progress" in inspect.signature(runner).parameters:
-            runner(path, tmp, progress=progress)
-        else:
-            runner(path, tmp)
+        spec.run(path, tmp, progress=progress)
         if plots:
             run_plot(PLOTS_DIR / spec.plot, tmp)
     return out

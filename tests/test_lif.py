@@ -16,12 +16,20 @@ from sim.engine.requests import Step
 from sim.errors import CapacityError, ConfigError
 from sim.layout import build_layout
 from sim.lif.memmgmt import NeuronMatrix
-from sim.lif.predictor import LowRankPredictor, Quality, TrainConfig, evaluate, recall_threshold
+from sim.lif.predictor import (
+    LowRankPredictor,
+    Quality,
+    TrainConfig,
+    evaluate,
+    predictor_weights,
+    recall_threshold,
+)
 from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 from sim.models.profile import ModelProfile
 from sim.policies.base import RunContext
 from sim.policies.llm_in_flash import LlmInFlash, LlmInFlashConfig
+from sim.traces.source import SourceBase
 
 
 def _masks(seed: int, t: int, layers: int, n: int, p: float) -> np.ndarray:
@@ -170,7 +178,7 @@ def test_predictor_cost_is_d_plus_f_times_rank_per_layer():
     cfgs = [TrainConfig(rank=4, epochs=1), TrainConfig(rank=12, epochs=1)]
     pred = LowRankPredictor.train(x, y, cfgs, np.random.default_rng(0))
     assert pred.nbytes("fp16") == (48 + 160) * (4 + 12) * 2
-    assert pred.flops_per_token().tolist() == [2 * 208 * 4, 2 * 208 * 12]
+    assert predictor_weights(48, 160, pred.ranks).tolist() == [208 * 4, 208 * 12]
     assert pred.predict(x[:5]).shape == (5, 2, 160)
     by_layer = np.stack([pred.layers[i].predict(x[:5, i]) for i in range(2)], axis=1)
     assert (by_layer == pred.predict(x[:5])).all()  # zero-padded ranks change nothing
@@ -203,7 +211,7 @@ def test_statistical_false_positives_follow_the_weights():
 
 
 # ---- the llm_in_flash policy --------------------------------------------------------------------------
-class ArraySource:
+class ArraySource(SourceBase):
     """An ActivationSource over arrays: masks [T, L, n] bool, hidden [T, L, d]."""
 
     def __init__(self, masks: np.ndarray, hidden: np.ndarray | None = None):

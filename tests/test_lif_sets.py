@@ -14,6 +14,7 @@ from sim.lif.masks import MaskStream
 from sim.lif.memmgmt import NeuronMatrix
 from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
+from sim.traces.source import SourceBase
 
 
 @st.composite
@@ -130,7 +131,7 @@ def test_matrix_wider_than_int16_rows_matches_the_list_reference():
 
 
 # ---- mask stream replay ---------------------------------------------------------------------------------
-class _Source:
+class _Source(SourceBase):
     def __init__(self, masks):
         self._masks, self.n_tokens = masks, len(masks)
 

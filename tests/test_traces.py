@@ -15,7 +15,7 @@ from sim.traces import stats
 from sim.traces.encoding import Encoding, log8
 from sim.traces.format import TraceReader, TraceWriter
 from sim.traces.projection import OPT_6_7B_TABLE6, ProjectedSource, density_profile, layer_map, opt_6_7b_density
-from sim.traces.source import ActivationSource, TraceSource
+from sim.traces.source import ActivationSource, SourceBase, TraceSource
 from sim.traces.sparsity import SparsityRule, k_for, layer_thresholds, threshold_mask, topk_mask
 from sim.traces.synthetic import SyntheticSource, fit
 
@@ -304,7 +304,7 @@ def test_synthetic_generator_reproduces_fitted_statistics():
     assert big.masks(0, 300).shape == (300, 4, 512)
 
 
-class _StickySource:
+class _StickySource(SourceBase):
     """Neurons with Zipf-like popularity and known lag-1 autocorrelation, as an ActivationSource."""
 
     def __init__(self, n_tokens: int, density: np.ndarray, lam: np.ndarray, d_ff: int = 200):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.config.activations import ActivationsConfig, ProjectedActivations, SyntheticActivations
+from sim.config.activations import ActivationsConfig, ProjectedActivations, SyntheticActivations, TraceActivations
 from sim.config.profiles import REPO_ROOT
 from sim.errors import ConfigError, TraceError
 from sim.models.profile import ModelProfile
@@ -44,7 +44,7 @@ def build_activations(
     synthetic) is shared only by cases whose generator is in the same state, and each of them gets the generator
     in the state the build left it in (:func:`_drawn`): sharing never changes a draw."""
     path = resolve_trace_path(cfg.path, experiment_dir, source)
-    rule = getattr(cfg, "rule", "threshold:0.9")
+    rule = cfg.rule if isinstance(cfg, TraceActivations | SyntheticActivations) else "threshold:0.9"
 
     def trace(rule: str, calib_tokens: int) -> TraceSource:
         key = (str(path.resolve()), path.stat().st_mtime_ns, rule, calib_tokens)

@@ -126,11 +126,10 @@ class MaskStream:
             self._start = start
             return
         lo, hi = self.offset + start, self.offset + start + self.block
-        n_tokens = getattr(self.source, "n_tokens", None)
-        if n_tokens is not None:
-            hi = min(hi, int(n_tokens))
-            if hi <= lo:
-                raise ValueError(f"activation source has {n_tokens} tokens; decode step {start} needs token {lo}")
+        n_tokens = self.source.n_tokens
+        hi = min(hi, int(n_tokens))
+        if hi <= lo:
+            raise ValueError(f"activation source has {n_tokens} tokens; decode step {start} needs token {lo}")
         self._true = np.asarray(self.source.masks(lo, hi), dtype=bool)  # [B, L, n]
         if self.kind == "oracle":
             self._pred = self._true

@@ -7,7 +7,7 @@ training tokens; the threshold is then set on the last ``calib_fraction`` of the
 see, so held-out recall lands near the target) so that ``target_recall`` of the truly active neurons are
 predicted (the paper: 5% false negatives). Evaluate on held-out tokens with :func:`evaluate`.
 
-Cost charged to the simulation (:meth:`LowRankPredictor.nbytes`, :meth:`flops_per_token`): ``(d + F) * r``
+Cost charged to the simulation (:func:`predictor_weights`): ``(d + F) * r``
 weights per layer resident in DRAM at the model dtype and ``2 (d + F) r`` FLOPs per token per layer
 (standardisation and bias are folded into W1 / b and not charged).
 """
@@ -153,12 +153,14 @@ class LowRankPredictor:
         return z > self.threshold[None, :, None]
 
     def nbytes(self, dtype: str) -> float:
-        """DRAM held by all layers' factors at ``dtype``: sum_l (d + F) r_l weights."""
-        return dtype_bytes(dtype, float((self.d_model + self.d_ff) * self.ranks.sum()))
+        """DRAM held by all layers' factors at ``dtype``."""
+        return dtype_bytes(dtype, float(predictor_weights(self.d_model, self.d_ff, self.ranks).sum()))
 
-    def flops_per_token(self) -> np.ndarray:
-        """[L] FLOPs of one token's prediction per layer: 2 (d + F) r_l."""
-        return 2.0 * (self.d_model + self.d_ff) * self.ranks.astype(np.float64)
+
+def predictor_weights(d_model: int, d_ff: int, ranks: np.ndarray) -> np.ndarray:
+    """[L] weights of a rank-r_l low-rank predictor per layer, (d + F) r_l: what it holds in memory; a token's
+    prediction costs 2 FLOPs per weight. The one place the simulation prices a predictor (trained or statistical)."""
+    return (d_model + d_ff) * np.asarray(ranks, dtype=np.float64)
 
 
 def evaluate(predictor: LowRankPredictor, x: np.ndarray, y: np.ndarray) -> list[Quality]:

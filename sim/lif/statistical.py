@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.models.profile import dtype_bytes
-
 BUCKETS_PER_OCTAVE = 2
 DENSE_Q = 0.5  # groups sampled at a higher probability get one uniform per member instead of Poisson points
 
@@ -122,10 +120,6 @@ class StatisticalPredictor:
         pos = np.concatenate([_sparse(b, np.where(dense, 0.0, s), rng), _dense(b, np.flatnonzero(dense), s, rng)])
         flat = b.members.take(pos)
         return np.compress(~true.reshape(-1).take(flat), flat)  # the truly active ones are the recall draw's
-
-    def nbytes(self, d_model: int, d_ff: int, ranks: np.ndarray, dtype: str) -> float:
-        """DRAM a real low-rank predictor of these ranks would hold (what the simulation charges)."""
-        return dtype_bytes(dtype, float((d_model + d_ff) * np.asarray(ranks).sum()))
 
 
 def _sparse(b: Buckets, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:

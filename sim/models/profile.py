@@ -115,9 +115,6 @@ class ModelProfile(StrictModel):
         return len(self.ffn_ops) * self.d_model
 
     # ---- bytes -----------------------------------------------------------------------------------
-    def op_bytes(self, op: str, dtype: str) -> float:
-        return dtype_bytes(dtype, self.op_weights(op))
-
     def attention_bytes_per_layer(self, dtype: str) -> float:
         return dtype_bytes(dtype, self.attention_weights_per_layer)
 

@@ -43,14 +43,13 @@ from sim.layout import CoactivationLayout, coalesce
 from sim.lif import bits
 from sim.lif.masks import MaskStream, TokenMasks
 from sim.lif.memmgmt import NeuronMatrix
-from sim.lif.predictor import LowRankPredictor, TrainConfig
+from sim.lif.predictor import LowRankPredictor, TrainConfig, predictor_weights
 from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
 from sim.policies.base import RunContext
 from sim.policies.baselines import placement_transfers
 from sim.policies.ops import StepOps
-from sim.traces.source import active_counts
 
 
 class LlmInFlashConfig(StrictModel):
@@ -104,6 +103,8 @@ class LlmInFlash:
         self.ctx, self.n_layers, self.n = ctx, model.n_layers, model.n_experts * model.d_ff
         self.ranks = np.where(np.arange(self.n_layers) >= self.n_layers - cfg.last_layers, cfg.rank_last, cfg.rank)
         self.stream = self._mask_stream(ctx)
+        self._predictor_weights = predictor_weights(model.d_model, self.n, self.ranks)  # [L] (after the stream:
+        # a trained or loaded predictor sets the ranks)
         self.layout = ctx.layout
         self.ops = StepOps(model, ctx.dtype, ctx.kv_dtype)
         self.pipeline = Pipeline(ctx.placement)
@@ -135,7 +136,7 @@ class LlmInFlash:
             weights = None
             if cfg.fp_weighting == "frequency":
                 n_freq = min(cfg.capacity_tokens, src.n_tokens)
-                weights = active_counts(src, 0, n_freq).astype(np.float32) / n_freq + 1e-3  # [L, n] frequency
+                weights = src.active_counts(0, n_freq).astype(np.float32) / n_freq + 1e-3  # [L, n] frequency
             self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
             return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, **steps)
         self.predictor = None
@@ -182,7 +183,7 @@ class LlmInFlash:
         weights.allocate("embeddings", model.embedding_bytes(dtype))
         weights.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
         if self.config.predictor in ("trained", "statistical"):
-            weights.allocate("predictor", dtype_bytes(dtype, float((model.d_model + self.n) * self.ranks.sum())))
+            weights.allocate("predictor", dtype_bytes(dtype, float(self._predictor_weights.sum())))
         if self.reuse:  # without reuse the rows read land in a streaming buffer, not counted (like naive's)
             memories[ctx.placement.window].allocate("ffn_window", self.matrix.allocated_bytes)
         self.resident_bytes = model.attention_bytes_per_layer(dtype)  # per layer, in the weights memory
@@ -267,7 +268,7 @@ class LlmInFlash:
         for layer in range(self.n_layers):
             before: tuple[Op, ...] = ()
             if self.predictor is not None:
-                w = float((ctx.model.d_model + self.n) * self.ranks[layer])
+                w = float(self._predictor_weights[layer])
                 before = (Op("predictor", 2.0 * w, dtype_bytes(ctx.dtype, w), ctx.dtype),)
             static.append(before)
         return static

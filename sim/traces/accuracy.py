@@ -93,11 +93,14 @@ def _selector(rule: str, sparsity: float, thresholds: np.ndarray | None, kept: l
     return FfnSelector(select, "post")
 
 
-def run_accuracy(path: str | Path, out: Path, log=print) -> Path:
+def run_accuracy(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
+    """Measure every point of the experiment file at ``path`` into the folder ``out``; ``progress``: a line per
+    point on ``log``."""
     from sim.kernels import Hooks
     from sim.modelfile import load_model, load_tokenizer, resolve_model_path
 
     config = validate(AccuracyConfig, load_yaml(path), path)
+    log = log if progress else (lambda *_: None)
     model_path = resolve_model_path(config.model)
     cfg, w = load_model(model_path)
     tok = load_tokenizer(model_path)

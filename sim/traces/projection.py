@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.traces.encoding import code_threshold, codes_above, log8_table
-from sim.traces.source import TraceSource, check_range
+from sim.traces.source import SourceBase, TraceSource, check_range
 from sim.traces.topvalues import ProjectedValues
 
 # LLM in a Flash (arXiv 2312.11514) Table 6, OPT-6.7B: 1-based layer -> active fraction; published mean 3.30%.
@@ -68,7 +68,7 @@ def opt_6_7b_density(n_layers: int = 32) -> np.ndarray:
     return density_profile(t["points"], n_layers, t["mean"], t["n_layers"])
 
 
-class ProjectedSource:
+class ProjectedSource(SourceBase):
     """:class:`~sim.traces.source.ActivationSource` of shape (n_layers', d_ff') driven by a real trace."""
 
     def __init__(self, base: TraceSource, n_layers: int, d_ff: int, density: np.ndarray, rng: np.random.Generator,

@@ -41,14 +41,23 @@ class ActivationSource(Protocol):
         """One line naming what drove this source (trace file, hash, rule, projection, fit)."""
         ...
 
+    def active_counts(self, start: int, stop: int) -> np.ndarray:
+        """[L, n] int64: in how many tokens of [start, stop) each neuron is active, ``masks(start, stop).sum(0)``."""
+        ...
 
-def active_counts(source: ActivationSource, start: int, stop: int) -> np.ndarray:
-    """[L, n] int64: in how many tokens of [start, stop) each neuron is active, ``masks(start, stop).sum(0)``; a
-    source may answer it without building the [T, L, n] masks (``ProjectedSource.active_counts``)."""
-    method = getattr(source, "active_counts", None)
-    if method is not None:
-        return method(start, stop)
-    return np.asarray(source.masks(start, stop), bool).sum(axis=0, dtype=np.int64)
+    def contexts(self, start: int, stop: int) -> np.ndarray:
+        """[stop - start] int64 context (prompt) id per token: consecutive tokens of one context are related."""
+        ...
+
+
+class SourceBase:
+    """What a source gets from its masks unless it knows better: counts summed from the masks, one context."""
+
+    def active_counts(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.masks(start, stop), bool).sum(axis=0, dtype=np.int64)
+
+    def contexts(self, start: int, stop: int) -> np.ndarray:
+        return np.zeros(stop - start, dtype=np.int64)
 
 
 def check_range(source: ActivationSource, start: int, stop: int) -> None:
@@ -56,7 +65,7 @@ def check_range(source: ActivationSource, start: int, stop: int) -> None:
         raise ValueError(f"token range [{start}, {stop}) outside [0, {source.n_tokens}) of {source.describe()}")
 
 
-class TraceSource:
+class TraceSource(SourceBase):
     """A real trace made into masks by a sparsity rule (thresholds calibrated on the trace itself)."""
 
     def __init__(self, trace: str | Path | TraceReader, rule: SparsityRule | str = "threshold:0.9",
@@ -103,6 +112,9 @@ class TraceSource:
         """Token metadata of [start, stop): token_id, position, task_id, context_id."""
         return {f: self.reader.read(f, start, stop) for f in ("token_id", "position", "task_id", "context_id")}
 
+    def contexts(self, start: int, stop: int) -> np.ndarray:
+        return self.reader.read("context_id", start, stop).astype(np.int64)
+
     @property
     def sha256(self) -> str:
         if not self._sha:
@@ -117,7 +129,7 @@ class TraceSource:
         return f"{self.describe_file()}, rule {self.rule.describe()}"
 
 
-class Offset:
+class Offset(SourceBase):
     """A source whose token 0 is another source's token ``offset`` (e.g. to skip a predictor's training tokens)."""
 
     def __init__(self, base: ActivationSource, offset: int):
@@ -130,7 +142,10 @@ class Offset:
         return self.base.masks(start + self.offset, stop + self.offset)
 
     def active_counts(self, start: int, stop: int) -> np.ndarray:
-        return active_counts(self.base, start + self.offset, stop + self.offset)
+        return self.base.active_counts(start + self.offset, stop + self.offset)
+
+    def contexts(self, start: int, stop: int) -> np.ndarray:
+        return self.base.contexts(start + self.offset, stop + self.offset)
 
     def hidden(self, start: int, stop: int) -> np.ndarray | None:
         return self.base.hidden(start + self.offset, stop + self.offset)
@@ -142,7 +157,7 @@ class Offset:
 LOOPED_TOKENS = 2**40  # a looped source never runs out
 
 
-class Looped:
+class Looped(SourceBase):
     """A source that starts again at its first token after its last: token t is ``base`` token t mod n.
 
     For runs longer than a trace. The repetition is stated in :meth:`describe` (so in every result): a window
@@ -166,7 +181,7 @@ class Looped:
         return np.concatenate([self.base.masks(lo, hi) for lo, hi in self._pieces(start, stop)])
 
     def active_counts(self, start: int, stop: int) -> np.ndarray:
-        return sum(active_counts(self.base, lo, hi) for lo, hi in self._pieces(start, stop))
+        return sum(self.base.active_counts(lo, hi) for lo, hi in self._pieces(start, stop))
 
     def hidden(self, start: int, stop: int) -> np.ndarray | None:
         parts = [self.base.hidden(lo, hi) for lo, hi in self._pieces(start, stop)]

@@ -1,7 +1,6 @@
 """Statistics of activation masks: pure numpy functions on ``mask`` [T, L, F] (tokens of ONE context, layers,
 neurons or channels). Streaming over a whole trace, context by context, is in :mod:`sim.traces.report`.
 
-* :func:`layer_density`        fraction of neurons active per layer.
 * :func:`window_use`           LLM in a Flash Fig. 4a: fraction of neurons active at least once in the last
                                k tokens, mean over positions t >= k-1 (full windows only, inside one context).
 * :func:`cross_layer_overlap`  ActiveFlow: |S_l ∩ S_{l+d}| / |S_l| with neuron (or channel) index identity,
@@ -19,11 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from sim.traces.sparsity import topk_mask
-
-
-def layer_density(mask: np.ndarray) -> np.ndarray:
-    """mask [T, L, F] -> [L] fraction active."""
-    return mask.mean(axis=(0, 2))
 
 
 def window_use(mask: np.ndarray, ks: list[int]) -> tuple[np.ndarray, np.ndarray]:

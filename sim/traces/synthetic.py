@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.traces.projection import layer_map
-from sim.traces.source import ActivationSource, check_range
+from sim.traces.source import ActivationSource, SourceBase, check_range
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,12 @@ class FittedActivity:
 
 
 def fit(source: ActivationSource, n_tokens: int | None = None, block: int = 256) -> FittedActivity:
-    """Fit density, popularity power law and persistence per layer on the first ``n_tokens`` tokens."""
+    """Fit density, popularity power law and persistence per layer on the first ``n_tokens`` tokens (a token and
+    the next count as a pair only inside one context, where the source knows its contexts)."""
     n = min(n_tokens or source.n_tokens, source.n_tokens)
     counts = np.zeros((source.n_layers, source.d_ff))
     stay, prev_active = np.zeros(source.n_layers), np.zeros(source.n_layers)
-    ctx = source.tokens(0, n)["context_id"] if hasattr(source, "tokens") else np.zeros(n, dtype=np.int64)
+    ctx = source.contexts(0, n)  # [n] context id per token
     for s in range(0, n, block):
         m = source.masks(max(s - 1, 0), min(s + block, n))  # one token of overlap for the pairs
         c = ctx[max(s - 1, 0) : min(s + block, n)]
@@ -86,7 +87,7 @@ def popularity(alpha: float, density: float, d_ff: int, p_max: float = 0.99) -> 
     return np.minimum(pi, p_max)
 
 
-class SyntheticSource:
+class SyntheticSource(SourceBase):
     """:class:`~sim.traces.source.ActivationSource` sampling Markov-chain neurons with fitted statistics."""
 
     def __init__(self, fitted: FittedActivity, rng: np.random.Generator, n_tokens: int | None = None,
