@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from sim.kernels import FfnSelector, Hooks, ModelConfig, RunState, Weights, decode_step, prefill
-from sim.modelfile import load_model, load_tokenizer, open_gguf
+from sim.lab.kernels import FfnSelector, Hooks, ModelConfig, RunState, Weights, decode_step, prefill
+from sim.lab.modelfile import load_model, load_tokenizer, open_gguf
 
 PROMPT = "The storage hierarchy of a phone: flash, DRAM, and the caches of the processor. " * 4
 N_DECODE = 24

@@ -25,7 +25,7 @@ TRACE = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
 
 def bench_capture(tokens: int = 128) -> list[tuple[str, float, str]]:
     from sim.errors import SimError
-    from sim.traces.capture import CaptureSpec, capture
+    from sim.lab.capture import CaptureSpec, capture
 
     spec = CaptureSpec(tokens=tokens, tasks=("code",), contexts_per_task=1, fields=("ffn_act", "mlp_in"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,10 +28,10 @@ from sim.config.profiles import REPO_ROOT
 from sim.config.workload import Uniform
 from sim.engine.simulate import CaseResult, check_case, make_requests, simulate_case
 from sim.errors import ConfigError, SimError
-from sim.lif.real.accuracy import LifAccuracyConfig, run_lif_accuracy
+from sim.lab.accuracy import AccuracyConfig, run_accuracy
+from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
 from sim.outfolder import ResultsFolder
 from sim.results import write_results
-from sim.traces.accuracy import AccuracyConfig, run_accuracy
 
 PLOTS_DIR = REPO_ROOT / "experiments" / "plots"
 DEFAULT_PLOTS = ("breakdown.py", "timeline.py")

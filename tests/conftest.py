@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.modelfile.registry import KNOWN_MODELS, cached_path, resolve_model_path
+from sim.lab.modelfile.registry import KNOWN_MODELS, cached_path, resolve_model_path
 
 MODEL_NAME = "smollm2-135m"
 
@@ -22,7 +22,7 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def smollm(model_path: Path):
     """(cfg, weights, tokenizer) of SmolLM2-135M, loaded once per session."""
-    from sim.modelfile import load_model, load_tokenizer, open_gguf
+    from sim.lab.modelfile import load_model, load_tokenizer, open_gguf
 
     reader = open_gguf(model_path)
     cfg, w = load_model(reader)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.flash_image import FlashImage, MissingExtentError, write_image
-from sim.kernels.model import ModelConfig, Weights
+from sim.lab.flash_image import FlashImage, MissingExtentError, write_image
+from sim.lab.kernels.model import ModelConfig, Weights
 from sim.layout import build_layout
 
 CFG = ModelConfig(arch="llama", n_layers=2, d_model=32, d_ff=48, n_heads=4, n_kv_heads=2, head_dim=8,

@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.kernels import FfnSelector, Hooks, ModelConfig, RunState, Touched, Weights, decode_step, ops, prefill, sparse
-from sim.modelfile.gguf_load import unpermute_qk
+from sim.lab.kernels import (
+    FfnSelector,
+    Hooks,
+    ModelConfig,
+    RunState,
+    Touched,
+    Weights,
+    decode_step,
+    ops,
+    prefill,
+    sparse,
+)
+from sim.lab.modelfile.gguf_load import unpermute_qk
 
 CFG = ModelConfig("llama", n_layers=2, d_model=16, d_ff=24, n_heads=4, n_kv_heads=2, head_dim=4, vocab_size=50,
                   context_length=32, rope_theta=10000.0)  # fmt: skip

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from sim.errors import ConfigError
-from sim.kernels import Hooks, ModelConfig, RunState, Touched, Weights, prefill
-from sim.kernels.ops import swiglu_act
+from sim.lab.kernels import Hooks, ModelConfig, RunState, Touched, Weights, prefill
+from sim.lab.kernels.ops import swiglu_act
+from sim.lab.lif.selector import LifSelector, window_union
+from sim.lab.lif.train import layer_truth
 from sim.lif.predictor import LayerPredictor, LowRankPredictor, load, rounded, save
-from sim.lif.real.selector import LifSelector, window_union
-from sim.lif.real.train import layer_truth
 from sim.lif.window import SlidingWindow
 from sim.traces.sparsity import SparsityRule, topk_mask
 
@@ -64,7 +64,7 @@ def _run(w, sel: LifSelector, ids) -> tuple[Touched, dict[int, np.ndarray], dict
         chosen[layer] = sel.select(layer, x, act)
         return chosen[layer]
 
-    from sim.kernels import FfnSelector
+    from sim.lab.kernels import FfnSelector
 
     hooks = Hooks(observer=lambda a: seen.__setitem__(a.layer, a.mlp_in), touched=touched,
                   ffn_selector=FfnSelector(select, "pre"))  # fmt: skip

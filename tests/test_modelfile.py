@@ -12,10 +12,10 @@ import pytest
 
 from sim.cli import main
 from sim.errors import ModelFileError
-from sim.kernels import ModelConfig
-from sim.modelfile import load_model, load_tokenizer, resolve_model_path
-from sim.modelfile.fetch import fetch
-from sim.modelfile.registry import KNOWN_MODELS, KnownModel
+from sim.lab.kernels import ModelConfig
+from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
+from sim.lab.modelfile.fetch import fetch
+from sim.lab.modelfile.registry import KNOWN_MODELS, KnownModel
 
 BYTE_CHARS = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]  # enough of GPT-2's byte alphabet for ASCII words
 

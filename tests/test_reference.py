@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.kernels import RunState, generate_greedy, prefill
-from sim.modelfile import load_model, load_tokenizer
+from sim.lab.kernels import RunState, generate_greedy, prefill
+from sim.lab.modelfile import load_model, load_tokenizer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -331,7 +331,7 @@ class _StickySource(SourceBase):
 
 
 def test_corpus_splits_are_disjoint_and_carry_provenance():
-    from sim.traces import corpus
+    from sim.lab import corpus
 
     trace, held = corpus.contexts("trace"), corpus.contexts("heldout")
     assert {(c.kind, c.package, c.path) for c in trace}.isdisjoint({(c.kind, c.package, c.path) for c in held})

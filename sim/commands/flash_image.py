@@ -13,7 +13,7 @@ import numpy as np
 
 from sim.config.profiles import load_model as load_profile
 from sim.errors import ConfigError
-from sim.flash_image import IMAGE_DTYPES, FlashImage, write_image
+from sim.lab.flash_image import IMAGE_DTYPES, FlashImage, write_image
 from sim.layout import LAYOUT_NAMES, build_layout
 
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(model: str):
-    from sim.modelfile.gguf_load import load_model
+    from sim.lab.modelfile.gguf_load import load_model
 
     cfg, weights = load_model(model)
     return cfg, weights

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim.modelfile.fetch import fetch
-from sim.modelfile.gguf_load import meta, open_gguf, read_config
-from sim.modelfile.registry import KNOWN_MODELS, cached_path, resolve_model_path
+from sim.lab.modelfile.fetch import fetch
+from sim.lab.modelfile.gguf_load import meta, open_gguf, read_config
+from sim.lab.modelfile.registry import KNOWN_MODELS, cached_path, resolve_model_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

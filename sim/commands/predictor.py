@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from sim.errors import ConfigError
-    from sim.lif.real.train import TrainSpec, train_predictor
+    from sim.lab.lif.train import TrainSpec, train_predictor
 
     try:
         targets = tuple(float(r) for r in args.recall_targets.split(","))

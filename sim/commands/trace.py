@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 def _capture(args: argparse.Namespace) -> int:
     from sim.errors import ConfigError
-    from sim.traces.capture import CaptureSpec, capture, parse_encoding
+    from sim.lab.capture import CaptureSpec, capture, parse_encoding
 
     encodings = {}
     for item in args.encode:
@@ -94,7 +94,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _accuracy(args: argparse.Namespace) -> int:
-    from sim.traces.accuracy import run_accuracy
+    from sim.lab.accuracy import run_accuracy
 
     run_accuracy(args.experiment, Path(args.out))
     return 0

@@ -1,1 +1,1 @@
-"""Model shapes and the byte arithmetic of their weights (no weights here: see sim.kernels)."""
+"""Model shapes and the byte arithmetic of their weights (no weights here: see sim.lab.kernels)."""

@@ -8,13 +8,13 @@ Every result should record ``source.describe()``: it names the trace file (and i
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from sim.errors import TraceError
-from sim.modelfile.registry import sha256_file
 from sim.traces.encoding import code_threshold, codes_above, log8_table
 from sim.traces.format import TraceReader
 from sim.traces.report import fit_rule
@@ -118,7 +118,8 @@ class TraceSource(SourceBase):
     @property
     def sha256(self) -> str:
         if not self._sha:
-            self._sha = sha256_file(self.reader.path)
+            with open(self.reader.path, "rb") as f:
+                self._sha = hashlib.file_digest(f, "sha256").hexdigest()
         return self._sha
 
     def describe_file(self) -> str:

@@ -20,8 +20,8 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from sim.errors import ModelFileError
-from sim.kernels.model import LayerWeights, ModelConfig, Weights, rope_inv_freq
-from sim.modelfile.registry import resolve_model_path
+from sim.lab.kernels.model import LayerWeights, ModelConfig, Weights, rope_inv_freq
+from sim.lab.modelfile.registry import resolve_model_path
 
 # architecture -> q/k rows permuted by llama.cpp's converter (interleaved-pair RoPE in llama.cpp)
 ARCH_QK_PERMUTED: dict[str, bool] = {"llama": True, "mistral": True, "qwen2": False}

@@ -6,7 +6,7 @@ row i and down COLUMN i (stored as a row) are each ``row_bytes`` of ``d_model`` 
 are written (``fp32``, ``fp16``): weights are the loader's dequantised float32 values, cast.
 
 The manifest (``PATH.json``) records the model profile, layout name, dtype, sizes and, for the co-activation
-layout, the friends array (``PATH.friends.npy``), so :class:`~sim.flash_image.reader.FlashImage` can rebuild
+layout, the friends array (``PATH.friends.npy``), so :class:`~sim.lab.flash_image.reader.FlashImage` can rebuild
 the identical layout. Norm weights are not part of the profile and are not stored.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.kernels.model import Weights
+from sim.lab.kernels.model import Weights
 from sim.layout import EMBEDDINGS, BaseLayout, CoactivationLayout
 from sim.models.profile import ModelProfile
 

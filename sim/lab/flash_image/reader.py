@@ -5,7 +5,7 @@ read, :meth:`FlashImage.neurons` reconstructs the requested neurons' FFN rows: a
 entirely inside one read extent (any stored copy will do), and a requested neuron with any row not read raises
 :class:`MissingExtentError` naming the layer and the neuron -- never a silent zero.
 
-:meth:`FlashImage.verify_layer` then runs the sparse FFN kernel (``sim.kernels.sparse.ffn_sparse``) on the
+:meth:`FlashImage.verify_layer` then runs the sparse FFN kernel (``sim.lab.kernels.sparse.ffn_sparse``) on the
 reconstructed rows and on the dense weights restricted to the same neurons (cast to the image dtype), and
 compares both the rows and the outputs bit for bit.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import SimError
-from sim.flash_image.writer import FORMAT, IMAGE_DTYPES, manifest_path
-from sim.kernels.model import Weights
-from sim.kernels.sparse import ffn_sparse
+from sim.lab.flash_image.writer import FORMAT, IMAGE_DTYPES, manifest_path
+from sim.lab.kernels.model import Weights
+from sim.lab.kernels.sparse import ffn_sparse
 from sim.layout import BaseLayout, build_layout, coalesce
 from sim.models.profile import ModelProfile
 

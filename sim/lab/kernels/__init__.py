@@ -1,9 +1,9 @@
 """numpy kernel backend (llama2.c style): Config / Weights / RunState, dense and sparse kernels, forward pass.
 
-See :mod:`sim.kernels.forward` for the hook interface (observer and FFN neuron selector).
+See :mod:`sim.lab.kernels.forward` for the hook interface (observer and FFN neuron selector).
 """
 
-from sim.kernels.forward import (
+from sim.lab.kernels.forward import (
     FfnSelector,
     Hooks,
     LayerActivations,
@@ -12,8 +12,8 @@ from sim.kernels.forward import (
     generate_greedy,
     prefill,
 )
-from sim.kernels.model import LayerWeights, ModelConfig, RunState, Weights, rope_inv_freq
-from sim.kernels.sparse import Touched
+from sim.lab.kernels.model import LayerWeights, ModelConfig, RunState, Weights, rope_inv_freq
+from sim.lab.kernels.sparse import Touched
 
 __all__ = [
     "FfnSelector",

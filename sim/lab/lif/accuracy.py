@@ -2,12 +2,12 @@
 
 For each point (predictor none | oracle | trained at a stored recall target; window k; ffn_compute):
 
-* accuracy: every held-out context (corpus split ``heldout``, chosen as :mod:`sim.traces.accuracy` chooses
-  them) is prefilled once with the :class:`~sim.lif.real.selector.LifSelector` in "pre" mode; perplexity and
-  teacher-forced greedy-token agreement against the dense run (:mod:`sim.traces.accuracy`'s code), plus the
+* accuracy: every held-out context (corpus split ``heldout``, chosen as :mod:`sim.lab.accuracy` chooses
+  them) is prefilled once with the :class:`~sim.lab.lif.selector.LifSelector` in "pre" mode; perplexity and
+  teacher-forced greedy-token agreement against the dense run (:mod:`sim.lab.accuracy`'s code), plus the
   fraction of neurons computed and the false-negative rates (predictor alone, and after the window);
 * speed: the same point simulated on each listed hardware profile with the real SmolLM2 trace
-  (:mod:`sim.lif.real.speed`): ms/token, flash GB/token, DRAM.
+  (:mod:`sim.lab.lif.speed`): ms/token, flash GB/token, DRAM.
 
 Writes into the (temporary) results folder: ``speed_accuracy.csv`` (one row per point), ``about.md``,
 ``config.yaml`` and the simulation's own results under ``simulation/``. The predictor file is resolved
@@ -86,9 +86,9 @@ def resolve(path: str, folder: Path, source: str, key: str) -> Path:
 
 def run_lif_accuracy(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     """Run the experiment file's points (accuracy then speed) and write into ``out``; returns the CSV path."""
+    from sim.lab.lif.speed import simulate_points
+    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
     from sim.lif.predictor import load
-    from sim.lif.real.speed import simulate_points
-    from sim.modelfile import load_model, load_tokenizer, resolve_model_path
 
     path = Path(path)
     config = validate(LifAccuracyConfig, load_yaml(path), path)
@@ -128,11 +128,11 @@ def accuracy_rows(config, cfg, w, tok, files: list[Path], metas: dict, log=print
     """-> (one dict per point: ppl, agreement, fractions, FN rates; held-out contexts [(name, ids)])."""
     from tqdm import tqdm
 
-    from sim.kernels import Hooks
+    from sim.lab.accuracy import _row, _run, _texts
+    from sim.lab.kernels import Hooks
+    from sim.lab.lif.selector import LifSelector
+    from sim.lab.lif.train import layer_truth
     from sim.lif.predictor import load
-    from sim.lif.real.selector import LifSelector
-    from sim.lif.real.train import layer_truth
-    from sim.traces.accuracy import _row, _run, _texts
 
     held = _texts("heldout", config.heldout_contexts_per_task, config.heldout_tokens_per_context, tok)
     dense = [_run(cfg, w, ids) for _, ids in held]
@@ -166,7 +166,7 @@ def accuracy_rows(config, cfg, w, tok, files: list[Path], metas: dict, log=print
 
 
 def _about(config, path: Path, metas: dict, held, sim_about: str, acc_s: float, sim_s: float) -> str:
-    from sim.modelfile.registry import sha256_file
+    from sim.lab.modelfile.registry import sha256_file
 
     names = ", ".join(f"{n} ({len(ids)} tok)" for n, ids in held)
     files = "".join(

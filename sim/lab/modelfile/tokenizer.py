@@ -15,7 +15,7 @@ from gguf import GGUFReader
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from sim.errors import ModelFileError
-from sim.modelfile.gguf_load import meta, open_gguf
+from sim.lab.modelfile.gguf_load import meta, open_gguf
 
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _QWEN2_SPLIT = (

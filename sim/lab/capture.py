@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sim.traces import corpus
+from sim.lab import corpus
 from sim.traces.encoding import Encoding, log8
 from sim.traces.format import MODEL_DIMS, TraceWriter
 
@@ -81,9 +81,9 @@ def select_contexts(spec: CaptureSpec) -> list[corpus.ContextSpec]:
 
 def capture(spec: CaptureSpec, out: str | Path, log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Run the capture and write the trace atomically to ``out``; returns the path."""
-    from sim.kernels import Hooks, RunState, prefill
-    from sim.modelfile import load_model, load_tokenizer, resolve_model_path
-    from sim.modelfile.registry import sha256_file
+    from sim.lab.kernels import Hooks, RunState, prefill
+    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
+    from sim.lab.modelfile.registry import sha256_file
 
     path = resolve_model_path(spec.model)
     cfg, w = load_model(path)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim.errors import ModelFileError
-from sim.modelfile.registry import KnownModel, cached_path, known_model, verify_known
+from sim.lab.modelfile.registry import KnownModel, cached_path, known_model, verify_known
 
 
 def pip_download(model: KnownModel, dest: Path) -> Path:

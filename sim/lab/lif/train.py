@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
+from sim.lab import corpus
 from sim.lif.predictor import LowRankPredictor, Quality, TrainConfig, recall_threshold, rounded
-from sim.traces import corpus
 from sim.traces.sparsity import FittedRule, SparsityRule
 
 
@@ -50,7 +50,7 @@ class TrainSpec:
 
 def capture_ffn(cfg, w, tok, split: str, tokens: int, skip_tokens: int = 0, progress: bool = True):
     """-> (mlp_in [T, L, d] float32, |ffn_act| [T, L, F] float32, names of the contexts used)."""
-    from sim.kernels import Hooks, RunState, prefill
+    from sim.lab.kernels import Hooks, RunState, prefill
 
     ctxs = corpus.contexts(split)
     per = tokens // len(ctxs)
@@ -112,9 +112,9 @@ def quality(pred: LowRankPredictor, thresholds: np.ndarray, x: np.ndarray, y: np
 
 def train_predictor(spec: TrainSpec, out: str, log=print, progress: bool = True) -> dict:
     """Capture, label, train, evaluate on held-out tokens and save to ``out``; returns the metadata written."""
+    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
+    from sim.lab.modelfile.registry import sha256_file
     from sim.lif.predictor import save
-    from sim.modelfile import load_model, load_tokenizer, resolve_model_path
-    from sim.modelfile.registry import sha256_file
 
     path = resolve_model_path(spec.model)
     cfg, w = load_model(path)

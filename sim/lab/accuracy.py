@@ -2,7 +2,7 @@
 
 SmolLM2's analogue of ActiveFlow Table 3 / TEAL: for each rule (threshold, top-k) and sparsity, every
 held-out context is prefilled once with the numpy backend's FFN selector in "post" mode (gate and up run
-dense, the down projection only over the kept neurons, :mod:`sim.kernels.forward`), and compared with the
+dense, the down projection only over the kept neurons, :mod:`sim.lab.kernels.forward`), and compared with the
 dense run of the same tokens:
 
 * ``ppl``        exp(mean next-token negative log-likelihood) over all predicted positions;
@@ -27,7 +27,7 @@ import yaml
 from pydantic import Field
 
 from sim.config.base import StrictModel, load_yaml, validate
-from sim.traces import corpus
+from sim.lab import corpus
 from sim.traces.sparsity import k_for, layer_thresholds, topk_mask
 
 
@@ -54,14 +54,14 @@ def _texts(split: str, per_task: int, n_tokens: int, tok) -> list[tuple[str, lis
 
 
 def _run(cfg, w, ids: list[int], hooks=None) -> np.ndarray:
-    from sim.kernels import RunState, prefill
+    from sim.lab.kernels import RunState, prefill
 
     return prefill(cfg, w, RunState.new(cfg, len(ids)), ids, hooks)  # [n, vocab]
 
 
 def _calibrate(cfg, w, texts) -> np.ndarray:
     """|ffn_act| [T, L, F] of the dense model on the calibration texts."""
-    from sim.kernels import Hooks
+    from sim.lab.kernels import Hooks
 
     acts: list[np.ndarray] = []
     for _, ids in texts:
@@ -80,7 +80,7 @@ def _nll(logits: np.ndarray, ids: list[int]) -> np.ndarray:
 
 
 def _selector(rule: str, sparsity: float, thresholds: np.ndarray | None, kept: list[float]):
-    from sim.kernels import FfnSelector
+    from sim.lab.kernels import FfnSelector
 
     def select(layer: int, x: np.ndarray, act: np.ndarray) -> np.ndarray:
         if rule == "threshold":
@@ -96,8 +96,8 @@ def _selector(rule: str, sparsity: float, thresholds: np.ndarray | None, kept: l
 def run_accuracy(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     """Measure every point of the experiment file at ``path`` into the folder ``out``; ``progress``: a line per
     point on ``log``."""
-    from sim.kernels import Hooks
-    from sim.modelfile import load_model, load_tokenizer, resolve_model_path
+    from sim.lab.kernels import Hooks
+    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
 
     config = validate(AccuracyConfig, load_yaml(path), path)
     log = log if progress else (lambda *_: None)

@@ -5,7 +5,7 @@ beside it, and a reader that reconstructs FFN neurons ONLY from the byte extents
   reader.py  FlashImage.open(path): read_extents, neurons (missing extent -> MissingExtentError), verify_layer
 """
 
-from sim.flash_image.reader import FlashImage, MissingExtentError, VerifyResult
-from sim.flash_image.writer import IMAGE_DTYPES, manifest_path, write_image
+from sim.lab.flash_image.reader import FlashImage, MissingExtentError, VerifyResult
+from sim.lab.flash_image.writer import IMAGE_DTYPES, manifest_path, write_image
 
 __all__ = ["IMAGE_DTYPES", "FlashImage", "MissingExtentError", "VerifyResult", "manifest_path", "write_image"]
