@@ -8,7 +8,7 @@ Files:
 - ``summary.json`` / ``summary.csv`` — per case: mean latency breakdown (ms), p50/p99, tokens/s, flash bytes
   and throughput, DRAM tenants, SimPy events per token, which activation trace drove it;
 - ``timeline.json`` — Chrome / Perfetto trace of device activity for the first ``timeline_tokens`` tokens;
-- ``comparison.csv`` — when cases state published numbers: case,metric,published,simulated,error_pct;
+- ``comparison.csv`` — when cases state published numbers: case,metric,role,published,simulated,error_pct;
 - ``about.md`` — what was run: description, the paper figure it reproduces, what was calibrated, and per case
   the hardware, model, policy and which activation trace drove it;
 - ``*.png`` — plots made by the experiment's plot scripts from these files.
@@ -73,7 +73,8 @@ def about(experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseRe
 
 
 def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd.DataFrame:
-    """case,metric,published,simulated,error_pct for every published number of every case."""
+    """case,metric,role,published,simulated,error_pct for every published number of every case; role says whether
+    a parameter was tuned to that number (calibrated) or the simulator produced it unaided (predicted)."""
     rows = []
     for case, result in zip(cases, results, strict=True):
         for metric, published in case.published.items():
@@ -83,12 +84,13 @@ def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd
                 {
                     "case": case.name,
                     "metric": metric,
+                    "role": "calibrated" if metric in case.calibrated else "predicted",
                     "published": published,
                     "simulated": round(simulated, 4),
                     "error_pct": round(error, 2),
                 }
             )
-    return pd.DataFrame(rows, columns=["case", "metric", "published", "simulated", "error_pct"])
+    return pd.DataFrame(rows, columns=["case", "metric", "role", "published", "simulated", "error_pct"])
 
 
 def chrome_trace(results: Sequence[CaseResult]) -> dict:

@@ -96,8 +96,11 @@ def test_a_zip_passed_as_yaml(tmp_path, capsys):
         ({"dram_budget": "1000 TB"}, r"dram_budget: exceeds the .* of memory 'dram'"),
         ({"activations": {"source": "synthetic", "path": str(TRACE), "density": float("inf")}},
          r"activations\.density: Input should be a finite number"),
+        ({"cases": [{"name": "a", "published": {"io_ms": 1.0}, "calibrated": ["total_ms"]}]},
+         r"case a\): calibrated: names a metric the case does not publish \(got 'total_ms'\)"),
     ],
-    ids=["negative-budget", "negative-seed", "bool-tokens", "huge-tokens", "empty-sweep", "budget-over-dram", "inf"],
+    ids=["negative-budget", "negative-seed", "bool-tokens", "huge-tokens", "empty-sweep", "budget-over-dram", "inf",
+         "calibrated-unpublished"],
 )  # fmt: skip
 def test_bad_experiment_values(tmp_path, capsys, change, pattern):
     _expect_one_line(tmp_path, capsys, _write(tmp_path, {**BASE, **change}), pattern)

@@ -130,7 +130,7 @@ def test_run_writes_results_folder(tmp_path, capsys):
             "model": str(MODEL),
             "decode_tokens": 2,
             "policy": {"name": "naive"},
-            "cases": [{"name": "a", "published": {"io_ms": 1.0}}],
+            "cases": [{"name": "a", "published": {"io_ms": 1.0, "total_ms": 1.0}, "calibrated": ["io_ms"]}],
         },
     )
     out = tmp_path / "out"
@@ -149,7 +149,8 @@ def test_run_writes_results_folder(tmp_path, capsys):
         "comparison.png",
     } <= names
     comparison = pd.read_csv(out / "comparison.csv")
-    assert list(comparison.columns) == ["case", "metric", "published", "simulated", "error_pct"]
+    assert list(comparison.columns) == ["case", "metric", "role", "published", "simulated", "error_pct"]
+    assert comparison["role"].tolist() == ["calibrated", "predicted"]
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     assert {e["args"]["name"] for e in trace if e.get("name") == "thread_name"} >= {"flash", "cpu", "step"}
 

@@ -39,7 +39,8 @@ def test_ci_experiment_matches_expected(path, tmp_path):
     out = run_experiment(path, tmp_path / "out", plots=False, progress=False)
     got = pd.read_csv(out / "comparison.csv")
     expected = pd.read_csv(EXPERIMENTS / "expected" / f"{path.stem}.csv")
-    pd.testing.assert_frame_equal(got[["case", "metric", "published"]], expected[["case", "metric", "published"]])
+    labels = ["case", "metric", "role", "published"]
+    pd.testing.assert_frame_equal(got[labels], expected[labels])
     assert got["simulated"].to_numpy() == pytest.approx(expected["simulated"].to_numpy(), rel=1e-6, abs=1e-9)
 
 

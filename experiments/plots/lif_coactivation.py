@@ -13,14 +13,15 @@ from _common import pd, plt, results_dir, save, summary
 
 folder = results_dir()
 s = summary(folder).set_index("case")
-tokens = pd.read_parquet(folder / "tokens.parquet").groupby("case")[["flash_bytes", "neurons_read", "neurons_loaded"]]
+tokens = pd.read_parquet(folder / "tokens.parquet")
+tokens = tokens[tokens["phase"] == "decode"].groupby("case")[["flash_bytes", "neurons_read", "neurons_loaded"]]
 mean = tokens.mean()
 cases = yaml.safe_load((folder / "config.resolved.yaml").read_text())["cases"]
 parts = {"needed": [], "friend, new": [], "friend, already resident": []}
 for case in s.index:
     gb = mean.loc[case, "flash_bytes"] / 1e9
     read, loaded = mean.loc[case, "neurons_read"], mean.loc[case, "neurons_loaded"]
-    if cases[case]["policy"].get("bundling") == "coactivation" and read > 0:
+    if cases[case]["layout"]["name"] == "coactivation" and read > 0:
         new_share = (loaded - read) / read  # of the friends read, the share that was not yet resident
         parts["needed"].append(gb / 2)
         parts["friend, new"].append(gb / 2 * new_share)
@@ -32,7 +33,7 @@ for case in s.index:
 
 base = {}  # model -> its row-column case (the reference of the relative scale)
 for case in s.index:
-    if cases[case]["policy"].get("bundling") == "row_column":
+    if cases[case]["layout"]["name"] == "bundled":
         base.setdefault(s.loc[case, "model"], case)
 ref = [base.get(s.loc[case, "model"], case) for case in s.index]
 ref_gb = [mean.loc[r, "flash_bytes"] / 1e9 for r in ref]

@@ -21,6 +21,7 @@ from sim.config.profiles import load_model
 folder = results_dir()
 s = pd.read_csv(folder / "summary.csv")
 tokens = pd.read_parquet(folder / "tokens.parquet")
+tokens = tokens[tokens["phase"] == "decode"]  # per decoded token (prefill steps are rows too)
 sweep = [c for c in s.columns if c.startswith("sweep.")]
 if sweep:
     leaf = sweep[0].rsplit(".", 1)[-1]

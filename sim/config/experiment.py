@@ -148,6 +148,9 @@ class CaseConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.+=,-]+$")
     set: dict[str, Any] = {}
     published: dict[str, float] = {}
+    calibrated: list[str] = Field(
+        [], description="published metrics a parameter was tuned to (rows labelled calibrated; the rest predicted)"
+    )
     sweep: dict[str, Any] = Field({}, description="the sweep point this case came from (filled by expansion)")
 
 
@@ -172,7 +175,11 @@ class ExperimentFile(StrictModel):
                 label = ",".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in point.items())
                 out.append(
                     CaseConfig(
-                        name=f"{case.name},{label}", set={**case.set, **point}, published=case.published, sweep=point
+                        name=f"{case.name},{label}",
+                        set={**case.set, **point},
+                        published=case.published,
+                        calibrated=case.calibrated,
+                        sweep=point,
                     )
                 )
         return out
@@ -195,6 +202,7 @@ class Case:
     path: Path | None = None  # the experiment file (relative paths in it resolve from its folder)
     sweep: dict[str, Any] | None = None  # the sweep point of this case, if it came from a sweep
     notes: tuple[str, ...] = ()  # things the user should know about how the case was resolved
+    calibrated: tuple[str, ...] = ()  # published metrics a parameter was tuned to; the others are predictions
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Case]:
@@ -234,8 +242,13 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides:
     hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
     model = load_model(config.model, source, "model")
     _check_references(source, config, hardware, case.published)
+    for metric in case.calibrated:
+        if metric not in case.published:
+            reason = "names a metric the case does not publish"
+            raise ConfigError(f"{path} (case {case.name})", "calibrated", reason, metric)
     notes = _shadowed(overrides, case)
-    return Case(case.name, config, hardware, model, dict(case.published), raw, path, dict(case.sweep), notes)
+    published, calibrated = dict(case.published), tuple(case.calibrated)
+    return Case(case.name, config, hardware, model, published, raw, path, dict(case.sweep), notes, calibrated)
 
 
 def _check_references(
