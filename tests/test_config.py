@@ -167,3 +167,15 @@ def test_sweep_bad_value_names_the_case(tmp_path):
         load_experiment(
             write(tmp_path, BASE.replace("name: naive", "name: llm_in_flash") + "sweep: {policy.window_k: [-1]}\n")
         )
+
+
+def test_profile_paths_resolve_beside_the_experiment(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "hw.yaml").write_text((FIXTURES / "hw-simple.yaml").read_text())
+    (tmp_path / "sub" / "child.yaml").write_text("extends: hw.yaml\nname: child\n")  # relative to its own folder
+    (tmp_path / "sub" / "m.yaml").write_text((FIXTURES / "model-uniform.yaml").read_text())
+    exp = tmp_path / "sub" / "e.yaml"
+    exp.write_text("name: e\nhardware: child.yaml\nmodel: m.yaml\npolicy: {name: naive}\n")
+    monkeypatch.chdir(tmp_path)  # not the experiment's folder
+    (case,) = load_experiment(exp)
+    assert case.hardware.name == "child" and case.model.name == "model-uniform"

@@ -239,8 +239,8 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides:
         raw = set_path(raw, dotted, value)
     source = f"{path} (case {case.name})" if case.set else str(path)
     config = validate(ExperimentConfig, raw, source)
-    hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides)
-    model = load_model(config.model, source, "model")
+    hardware = load_hardware(config.hardware, source, "hardware", config.hardware_overrides, path.parent)
+    model = load_model(config.model, source, "model", path.parent)
     _check_references(source, config, hardware, case.published)
     for metric in case.calibrated:
         if metric not in case.published:

@@ -27,8 +27,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from sim.errors import TraceError
+from sim.config.base import validate
+from sim.errors import ConfigError, TraceError
 from sim.traces.encoding import Encoding, log8
+from sim.traces.manifest import Manifest
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -152,7 +154,7 @@ class TraceReader:
             self._fail("no such file (make one with `python -m sim trace capture`, see traces/README.md)")
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as err:
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError) as err:  # a damaged directory
             self._fail(f"not a readable trace archive, truncated or corrupt ({err})")
         self.manifest = self._read_manifest()
         self._check_members()
@@ -167,8 +169,8 @@ class TraceReader:
             text = self._zip.read(MANIFEST)
         except KeyError:
             self._fail(f"missing {MANIFEST} (not a trace, or written by an interrupted capture)")
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            self._fail(f"{MANIFEST} is corrupt ({err})")
+        except Exception as err:  # zip, CRC, zlib and lzma errors all mean the same thing here
+            self._fail(f"{MANIFEST} is corrupt ({type(err).__name__}: {err})")
         try:
             manifest = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -181,6 +183,10 @@ class TraceReader:
         missing = [k for k in ("model", "n_tokens", "chunks", "fields") if k not in manifest]
         if missing:
             self._fail(f"{MANIFEST} lacks key(s) {', '.join(missing)}")
+        try:
+            validate(Manifest, manifest, MANIFEST)
+        except ConfigError as err:
+            self._fail(str(err))
         return manifest
 
     def _check_members(self) -> None:
