@@ -10,17 +10,20 @@ import importlib
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 HERE = Path(__file__).resolve().parent
 
 
 def main(selected: list[str]) -> int:
     sys.path.insert(0, str(HERE))
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
-    for name in modules:
-        if selected and name.removeprefix("bench_") not in selected and name not in selected:
-            continue
+    chosen = [m for m in modules if not selected or m.removeprefix("bench_") in selected or m in selected]
+    bar = tqdm(chosen, desc="benchmarks", unit="module", file=sys.stderr, disable=not sys.stderr.isatty())
+    for name in bar:
+        bar.set_postfix_str(name)
         for figure, value, unit in importlib.import_module(name).run():
-            print(f"{figure} {value:.6g} {unit}", flush=True)
+            bar.write(f"{figure} {value:.6g} {unit}", file=sys.stdout)
     return 0
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import sys
 
 from sim.config.profiles import load_hardware, load_model
-from sim.policies.ops import dense_layer_ops
+from sim.engine.requests import Step
+from sim.policies.ops import StepOps
 
 
 def calibrate(hardware: str, processor: str, model: str, dtype: str, published_ms: float, ctx: int = 128) -> dict:
     hw, m = load_hardware(hardware), load_model(model)
     spec = hw.processors[processor]
-    ops = [op for layer in range(m.n_layers) for op in dense_layer_ops(m, dtype, ctx, layer == m.n_layers - 1)]
+    step, step_ops = Step(0, "decode", (0,), (ctx,), (1,), (0,)), StepOps(m, dtype, dtype)  # one token, ctx cached
+    ops = [op for layer in range(m.n_layers) for op in step_ops.dense_layer(step, layer == m.n_layers - 1)]
     overhead_s = len(ops) * spec.overhead
     memory_s = sum(op.nbytes for op in ops) / spec.mem_bandwidth
     flops_s = sum(op.flops / (spec.peak_flops[op.dtype] * spec.flops_efficiency) for op in ops)

@@ -29,6 +29,7 @@ from sim.config.workload import Uniform
 from sim.engine.simulate import CaseResult, check_case, make_requests, simulate_case
 from sim.errors import ConfigError, SimError
 from sim.lab.accuracy import AccuracyConfig, run_accuracy
+from sim.lab.kv_accuracy import KVAccuracyConfig, run_kv_accuracy
 from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
 from sim.outfolder import ResultsFolder
 from sim.results import write_results
@@ -69,6 +70,8 @@ OTHER_KINDS = {
     "accuracy": OtherKind(AccuracyConfig, run_accuracy, "accuracy.py"),
     # LLM in a Flash's predictor on the numpy model (accuracy) and in the simulator (speed)
     "lif_accuracy": OtherKind(LifAccuracyConfig, run_lif_accuracy, "lif_speed_accuracy.py"),
+    # KV-cache policies (StreamingLLM, H2O, top-k, Quest, MagicPIG) on the numpy model
+    "kv_accuracy": OtherKind(KVAccuracyConfig, run_kv_accuracy, "kv_accuracy.py"),
 }
 
 

@@ -242,8 +242,8 @@ def _ctx(
     options = {"masks": source.masks(0, source.n_tokens)} if layout == "coactivation" else {}
     return RunContext(
         model=model, hardware=hw, devices=devices, placement=Placement.of(hw, "cpu"), dtype=dtype, kv_dtype="fp16",
-        max_batch=1, decode_tokens=1, layout=build_layout(layout, model, dtype, **options), activations=source,
-        rng=np.random.default_rng(seed),
+        max_batch=1, decode_tokens=1, max_context_tokens=17, layout=build_layout(layout, model, dtype, **options),
+        activations=source, rng=np.random.default_rng(seed),
     )  # fmt: skip
 
 

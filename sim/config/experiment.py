@@ -143,6 +143,12 @@ class ExperimentConfig(StrictModel):
         listed = [r.decode_tokens for r in self.request_list if r.decode_tokens is not None]
         return max([highest(self.decode_tokens), *listed])
 
+    @property
+    def max_context_tokens(self) -> int:
+        """The most tokens any request's KV cache may hold (its prompt plus what it generates)."""
+        listed = [r.context_tokens for r in self.request_list if r.context_tokens is not None]
+        return max([highest(self.context_tokens), *listed]) + self.max_decode_tokens
+
 
 class CaseConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.+=,-]+$")

@@ -29,11 +29,12 @@ KV_TENANT = "kv_cache"
 
 
 class KVCache:
-    """The KV cache as a tenant of its memory: each request holds ``bytes_per_token`` per cached token. It counts
-    against the memory's capacity, not against the weights' budget (as the papers' DRAM columns count it)."""
+    """The KV cache as a tenant of its memory: each request holds ``bytes_per_token`` per cached token, for the
+    tokens ``held_tokens`` says it keeps of those it has seen (the policy's eviction). It counts against the
+    memory's capacity, not against the weights' budget (as the papers' DRAM columns count it)."""
 
-    def __init__(self, memory: Memory, bytes_per_token: float):
-        self.memory, self.bytes_per_token = memory, bytes_per_token
+    def __init__(self, memory: Memory, bytes_per_token: float, held_tokens: Callable[[int], float] = float):
+        self.memory, self.bytes_per_token, self.held_tokens = memory, bytes_per_token, held_tokens
         self._held: dict[int, float] = {}  # request id -> bytes
         self.peak_bytes = 0.0
 
@@ -44,7 +45,7 @@ class KVCache:
     def hold(self, step: Step) -> None:
         """Make room for every request of ``step`` to hold its tokens once the step is done."""
         for rid, kv, new in zip(step.requests, step.kv_tokens, step.new_tokens, strict=True):
-            need = (kv + new) * self.bytes_per_token - self._held.get(rid, 0.0)
+            need = self.held_tokens(kv + new) * self.bytes_per_token - self._held.get(rid, 0.0)
             if need > 0:
                 self.memory.allocate(KV_TENANT, need, budgeted=False)
                 self._held[rid] = self._held.get(rid, 0.0) + need

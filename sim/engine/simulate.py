@@ -29,6 +29,7 @@ from sim.policies.registry import make_policy
 from sim.stats.recorder import NullRecorder, Recorder
 from sim.units import format_bytes
 
+PER_REQUEST_TENANTS = ("hash_tables",)  # set-up tenants sized for the batch (sim/policies/kv_offload.py)
 STAGE_COLUMNS = {"io": "io_stall_s", "xfer": "xfer_s", "memmgmt": "memmgmt_s", "compute": "compute_s"}
 
 
@@ -91,6 +92,8 @@ class Prepared:
     requests: list[Request]
     resident: dict[str, dict[str, float]]  # memory -> budgeted tenant -> bytes, after the policy's set-up
     wall0: float
+    kv: KVCache
+    kv_max_batch: int  # requests of the longest context whose KV cache fits where it is placed
 
 
 def prepare_case(case: Case, timeline: bool, cache: dict | None) -> Prepared:
@@ -114,6 +117,7 @@ def prepare_case(case: Case, timeline: bool, cache: dict | None) -> Prepared:
         kv_dtype=cfg.kv_dtype,
         max_batch=cfg.batch,
         decode_tokens=cfg.max_decode_tokens,
+        max_context_tokens=cfg.max_context_tokens,
         layout=layout,
         activations=activations,
         rng=rng,
@@ -121,7 +125,10 @@ def prepare_case(case: Case, timeline: bool, cache: dict | None) -> Prepared:
     policy = make_policy(cfg.policy)
     policy.setup(ctx)
     resident = {name: memory.tenants(budgeted=True) for name, memory in devices.memories.items()}
-    return Prepared(case, env, recorder, devices, ctx, policy, make_requests(cfg), resident, wall0)
+    kv = KVCache(devices.memories[placement.kv], case.model.kv_bytes_per_token(cfg.kv_dtype), policy.kv_tokens_held)
+    fits = _largest_batch(ctx, kv)
+    _check_kv_fits(cfg, ctx, kv, fits)
+    return Prepared(case, env, recorder, devices, ctx, policy, make_requests(cfg), resident, wall0, kv, fits)
 
 
 def make_requests(cfg: ExperimentConfig) -> list[Request]:
@@ -177,10 +184,9 @@ def _check_flash_holds(case: Case, model_bytes: float) -> None:
 
 def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseResult:
     case, env, devices, recorder, cfg = prep.case, prep.env, prep.devices, prep.recorder, prep.case.config
-    placement = prep.ctx.placement
     executor = Executor(env, devices, recorder, closed_form=cfg.engine_mode == "auto")
     scheduler = Scheduler(prep.requests, cfg.batch, cfg.prefill_chunk_tokens)
-    kv = KVCache(devices.memories[placement.kv], case.model.kv_bytes_per_token(cfg.kv_dtype))
+    kv = prep.kv
     rows: list[dict[str, Any]] = []
     zeros = dict.fromkeys(executor.counters(), 0.0)
     recording = {"decode_steps": 0}
@@ -210,9 +216,39 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseRes
         }
     )
     wall_s = time.perf_counter() - prep.wall0
-    facts = {"events": env.n_events, "closed_form_steps": executor.n_closed_form, "kv_peak_bytes": kv.peak_bytes}
+    facts = {"events": env.n_events, "closed_form_steps": executor.n_closed_form, "kv_peak_bytes": kv.peak_bytes,
+             "kv_max_batch": prep.kv_max_batch}  # fmt: skip
     summary = summarise(case, steps, requests, prep.resident, devices, prep.ctx, facts, wall_s)
     return CaseResult(case.name, steps, requests, summary, recorder)
+
+
+def _kv_room(ctx: RunContext, kv: KVCache) -> tuple[float, float]:
+    """(bytes the KV cache's memory holds whatever the batch, bytes per request of the longest context): its KV
+    cache plus its share of tenants sized for the batch (MagicPIG's hash tables)."""
+    held = kv.memory.tenants()
+    per_batch = sum(b for t, b in held.items() if t in PER_REQUEST_TENANTS)
+    per_request = kv.bytes_per_token * kv.held_tokens(ctx.max_context_tokens) + per_batch / ctx.max_batch
+    return sum(held.values()) - per_batch, per_request
+
+
+def _largest_batch(ctx: RunContext, kv: KVCache) -> int:
+    """Requests of the longest context whose KV cache (and per-request tenants) fit in the KV cache's memory."""
+    fixed, per_request = _kv_room(ctx, kv)
+    return int(max(kv.memory.capacity_bytes - fixed, 0.0) // per_request)
+
+
+def _check_kv_fits(cfg: ExperimentConfig, ctx: RunContext, kv: KVCache, fits: int) -> None:
+    together = min(cfg.batch, cfg.n_requests)
+    if fits >= together:
+        return
+    fixed, per_request = _kv_room(ctx, kv)
+    reason = (
+        f"{together} request(s) x {ctx.max_context_tokens} tokens need {format_bytes(together * per_request)} for "
+        f"their KV cache{' and hash tables' if per_request > kv.bytes_per_token * ctx.max_context_tokens else ''} "
+        f"beside the {format_bytes(fixed)} it holds: at most {fits} request(s) fit (lower batch or context_tokens, "
+        "or place the KV cache in another memory with placement.kv)"
+    )
+    raise CapacityError(f"{kv.memory.name}: {reason}")
 
 
 def _row(step: Step, times: StepTimes, moved: dict[str, float], extra: dict) -> dict[str, Any]:

@@ -67,6 +67,7 @@ def summarise(
         "flash_throughput_GBps": flash_bytes / flash_busy / GB if flash_busy > 0 else 0.0,
         **_memories(resident, devices, decode),
         "kv_peak_GB": facts["kv_peak_bytes"] / GB,
+        "kv_max_batch": facts["kv_max_batch"],
         "simpy_events": facts["events"],
         "events_per_token": facts["events"] / n_tokens,
         "closed_form_steps": facts["closed_form_steps"] / len(steps),

@@ -35,6 +35,7 @@ class RunContext:
     kv_dtype: str
     max_batch: int  # requests decoded together at most
     decode_tokens: int  # the most decode steps any request will ask for
+    max_context_tokens: int  # the most tokens any request's KV cache will hold
     layout: Layout  # where every weight lives on flash
     activations: Any | None  # sim.traces.source.ActivationSource, or None for policies that need none
     rng: np.random.Generator
@@ -50,6 +51,10 @@ class Policy(Protocol):
 
     def plan(self, step: Step) -> Graph:
         """The jobs of one step (a prefill chunk or a decode step of the batch)."""
+
+    def kv_tokens_held(self, tokens: int) -> float:
+        """Cached tokens a request's KV cache holds when it has seen ``tokens`` (all of them unless the policy
+        evicts: StreamingLLM keeps sinks + window, H2O its budget)."""
 
     def step_stats(self) -> dict[str, float]:
         """Extra columns for the step last planned (e.g. neurons loaded, cache hit rate)."""

@@ -95,6 +95,9 @@ class _Dense:
     def step_stats(self) -> dict[str, float]:
         return {}
 
+    def kv_tokens_held(self, tokens: int) -> float:
+        return float(tokens)
+
     def _hold(self, tenant: str, bytes_per_layer: float) -> None:
         """Allocate a tenant of ``bytes_per_layer`` in every layer in the weights memory."""
         self.ctx.devices.memories[self.ctx.placement.weights].allocate(

@@ -303,5 +303,8 @@ class LlmInFlash:
             "memmgmt_bytes": float(copied.sum()),
         }
 
+    def kv_tokens_held(self, tokens: int) -> float:
+        return float(tokens)
+
     def step_stats(self) -> dict[str, float]:
         return dict(self._stats)

@@ -36,12 +36,24 @@ class StepOps:
 
     def attention(self, step: Step) -> tuple[Op, ...]:
         """q/k/v projections, attention over the KV cache, output projection (one layer)."""
-        m, n = self.model, step.n_tokens
-        kv_values = 2 * sum(step.kv_tokens) * m.n_kv_heads * m.head_dim  # K and V read once per request
-        core_flops = 2.0 * 2 * m.n_heads * m.head_dim * attended_positions(step)  # q.K^T and p.V
-        core = Op("attention", core_flops, dtype_bytes(self.kv_dtype, kv_values), self.kv_dtype)
-        qkv = sum(m.op_weights(op) for op in ("q", "k", "v"))
-        return self._weights("qkv_proj", qkv, n) + (core,) + self._weights("o_proj", m.op_weights("o"), n)
+        core = self.core(sum(step.kv_tokens), attended_positions(step))
+        return self.qkv(step) + core + self.o_proj(step)
+
+    def qkv(self, step: Step) -> tuple[Op, ...]:
+        return self._weights("qkv_proj", sum(self.model.op_weights(op) for op in ("q", "k", "v")), step.n_tokens)
+
+    def o_proj(self, step: Step) -> tuple[Op, ...]:
+        return self._weights("o_proj", self.model.op_weights("o"), step.n_tokens)
+
+    def core(self, keys_read: float, keys_attended: float, name: str = "attention") -> tuple[Op, ...]:
+        """Attention over the KV cache of one layer: ``keys_read`` cached positions read (K and V, every head),
+        ``keys_attended`` (query, key) pairs summed over the step's queries (q.K^T and p.V for every head)."""
+        if keys_read <= 0 and keys_attended <= 0:
+            return ()
+        m = self.model
+        kv_values = 2 * keys_read * m.n_kv_heads * m.head_dim
+        flops = 2.0 * 2 * m.n_heads * m.head_dim * keys_attended
+        return (Op(name, flops, dtype_bytes(self.kv_dtype, kv_values), self.kv_dtype),)
 
     def ffn(self, n_neurons: float, n_tokens: int, gathered: bool = False) -> tuple[Op, ...]:
         """FFN of one layer over ``n_neurons`` neurons (MoE: the routed experts' neurons summed); ``gathered``: the

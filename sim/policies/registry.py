@@ -9,7 +9,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from sim.policies import baselines, llm_in_flash
+from sim.policies import baselines, kv_offload, llm_in_flash
 from sim.policies.base import Policy
 
 _POLICIES = {
@@ -17,6 +17,7 @@ _POLICIES = {
     "naive": (baselines.NaiveConfig, baselines.Naive),
     "hybrid": (baselines.HybridConfig, baselines.Hybrid),
     "llm_in_flash": (llm_in_flash.LlmInFlashConfig, llm_in_flash.LlmInFlash),
+    "kv_offload": (kv_offload.KVOffloadConfig, kv_offload.KVOffload),
 }
 
 PolicyConfig = Annotated[Union[tuple(cfg for cfg, _ in _POLICIES.values())], Field(discriminator="name")]  # noqa: UP007

@@ -36,6 +36,7 @@ Example (capture |ffn_act| of every layer while prefilling, then decode with TEA
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -79,6 +80,8 @@ class Hooks:
     observer: Callable[[LayerActivations], None] | None = None
     ffn_selector: FfnSelector | None = None
     touched: Touched | None = None
+    # replaces causal attention: (layer, q [n, H, hd], k [T, KV, hd], v [T, KV, hd], pos [n]) -> [n, H*hd]
+    attention: Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 NO_HOOKS = Hooks()
@@ -122,7 +125,8 @@ def _block(cfg: ModelConfig, w: Weights, state: RunState, layer: int, x: np.ndar
     v = matmul(attn_in, lw.wv, lw.bv).reshape(n, cfg.n_kv_heads, hd)  # [n, KV, hd]
     start, end = int(pos[0]), int(pos[-1]) + 1
     state.k_cache[layer, start:end], state.v_cache[layer, start:end] = k, v
-    att = attention(q, state.k_cache[layer, :end], state.v_cache[layer, :end], pos)  # [n, H*hd]
+    attend = attention if hooks.attention is None else functools.partial(hooks.attention, layer)
+    att = attend(q, state.k_cache[layer, :end], state.v_cache[layer, :end], pos)  # [n, H*hd]
     x = x + matmul(att, lw.wo)
     mlp_in = rmsnorm(x, lw.ffn_norm, cfg.norm_eps)  # [n, d]
     y, act = _ffn(lw, layer, mlp_in, hooks)

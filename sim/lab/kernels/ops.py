@@ -50,13 +50,13 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_pos: np.ndarray) ->
     """
     n, H, hd = q.shape
     T, KV, _ = k.shape
-    qg = q.reshape(n, KV, H // KV, hd)  # [n, KV, g, hd]: query head h uses kv head h // g
-    scores = np.einsum("nkgd,tkd->kgnt", qg, k) / np.float32(np.sqrt(hd))  # [KV, g, n, T]
+    qg = q.reshape(n, KV, H // KV, hd).transpose(1, 2, 0, 3)  # [KV, g, n, hd]: query head h uses kv head h // g
+    scores = np.matmul(qg, k.transpose(1, 2, 0)[:, None]) / np.float32(np.sqrt(hd))  # [KV, g, n, T] (batched GEMM)
     future = np.arange(T)[None, :] > q_pos[:, None]  # [n, T]
     scores = np.where(future, -np.inf, scores)
     p = softmax(scores, axis=-1)  # [KV, g, n, T]
-    out = np.einsum("kgnt,tkd->nkgd", p, v)  # [n, KV, g, hd]
-    return out.reshape(n, H * hd).astype(np.float32)
+    out = np.matmul(p, v.transpose(1, 0, 2)[:, None])  # [KV, g, n, hd]
+    return out.transpose(2, 0, 1, 3).reshape(n, H * hd).astype(np.float32)
 
 
 def swiglu_act(x: np.ndarray, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
