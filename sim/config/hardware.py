@@ -53,6 +53,9 @@ class FlashSpec(StrictModel):
     max_queue_depth: int = Field(ge=1, le=65536, description="outstanding reads the host keeps (threads / io_uring)")
     curve: FlashCurve
     target_memory: str = "dram"
+    page_bytes: Bytes = Field(
+        0.0, description="smallest unit a read moves: a shorter request costs a whole page (0: no minimum)"
+    )
 
 
 class MemorySpec(StrictModel):

@@ -5,6 +5,7 @@ Modelled:
   bilinearly in log-log space in the profile's calibration table and clamped at the table edges;
 - a read of many (offset, length) extents is served as a device would: overlapping and adjacent extents merge
   into one larger request, and the batch keeps min(max_queue_depth, n_requests) requests outstanding;
+- a request shorter than the device's ``page_bytes`` (if the profile gives one) costs a whole page;
 - one fixed latency per read batch (a pure delay, not contended), then the transfer as a job on a
   :class:`FairShare` server, so reads issued by concurrent processes share the device's throughput.
 
@@ -119,7 +120,8 @@ class Flash:
         ``queue_depth``: per batch, the running sum in ascending length of count * (length / throughput) -- a
         batch's float depends on its own requests only (a length it lacks adds an exact 0.0), whichever batches
         are priced with it."""
-        per = values / self._throughput(values.astype(float), queue_depth)  # [U] seconds of one request
+        moved = np.maximum(values.astype(float), self.spec.page_bytes)  # a request reads whole pages at least
+        per = moved / self._throughput(moved, queue_depth)  # [U] seconds of one request
         if hist.shape[0] == 1 or per.size > MAX_LENGTH_COLUMNS:
             return np.array([np.cumsum(row * per)[-1] if per.size else 0.0 for row in hist])  # (cumsum: in order)
         out = np.zeros(hist.shape[0])  # [B]

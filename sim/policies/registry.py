@@ -9,7 +9,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from sim.policies import baselines, kv_offload, llm_in_flash
+from sim.policies import activeflow, baselines, kv_offload, llm_in_flash
 from sim.policies.base import Policy
 
 _POLICIES = {
@@ -18,6 +18,7 @@ _POLICIES = {
     "hybrid": (baselines.HybridConfig, baselines.Hybrid),
     "llm_in_flash": (llm_in_flash.LlmInFlashConfig, llm_in_flash.LlmInFlash),
     "kv_offload": (kv_offload.KVOffloadConfig, kv_offload.KVOffload),
+    "activeflow": (activeflow.ActiveFlowConfig, activeflow.ActiveFlow),
 }
 
 PolicyConfig = Annotated[Union[tuple(cfg for cfg, _ in _POLICIES.values())], Field(discriminator="name")]  # noqa: UP007

@@ -1,0 +1,122 @@
+"""ActiveFlow's activation statistics, measured on a real trace's input channels (``mlp_in``: the RMS-normed input
+of SmolLM2's gate and up projections, every layer, every token).
+
+For sparsity ``sp`` a token's *active channels* at a layer are the top-k = round((1 - sp) d) channels by |x|
+(ActiveFlow's "active weights" of a non-ReLU model: the columns of W that meet the largest inputs).
+
+- :func:`cross_layer`: per layer distance delta, the cosine similarity of the inputs of layers n and n + delta and
+  the precision of predicting layer n + delta's active set by layer n's (equal sizes: precision = recall), over
+  every token and every layer n >= ``from_layer`` (ActiveFlow Fig. 4a measures adjacent layers from layer 3 on).
+- :func:`cache_hit_rates`: a per-layer cache of ``capacity`` (fraction of the channels) in front of the active
+  sets of a stream of tokens. ``lfu`` keeps per-layer use counters and admits a channel when its count exceeds the
+  coldest cached one's (ActiveFlow's contextual cache), ``lru`` evicts the least recently used. Context level: the
+  cache starts cold at each context and warms on its own tokens. Task level: the cache is filled with the channels
+  most often active over the *other* contexts of the same task and stays fixed (a hot set learnt offline).
+
+These are inputs of the ActiveFlow policy for any model shape it times (sim/policies/activeflow.py): the
+statistics of a real model's channels applied to another's -- said wherever they are used.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from sim.traces.format import TraceReader
+
+
+@functools.lru_cache(maxsize=8)
+def _inputs(trace: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mlp_in [T, L, d] float32, context id [T], task id [T]) of a trace."""
+    with TraceReader(trace) as reader:
+        return reader.read("mlp_in"), reader.read("context_id"), reader.read("task_id")
+
+
+def active_sets(x: np.ndarray, sp: float) -> np.ndarray:
+    """[T, L, d] bool: the top-k channels by |x| per token and layer, k = round((1 - sp) d)."""
+    d = x.shape[-1]
+    k = max(1, int(round((1.0 - sp) * d)))
+    top = np.argpartition(-np.abs(x), k - 1, axis=-1)[..., :k]
+    mask = np.zeros(x.shape, bool)
+    np.put_along_axis(mask, top, True, axis=-1)
+    return mask
+
+
+@functools.lru_cache(maxsize=64)
+def cross_layer(trace: Path, sp: float, max_distance: int = 8, from_layer: int = 3) -> dict[int, tuple[float, float]]:
+    """{delta: (mean cosine similarity, mean precision)} of layer n's input predicting layer n + delta's."""
+    x, _, _ = _inputs(trace)
+    active = active_sets(x, sp)
+    L = x.shape[1]
+    unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    out = {}
+    for delta in range(1, max_distance + 1):
+        src = slice(from_layer, L - delta)
+        dst = slice(from_layer + delta, L)
+        if from_layer >= L - delta:
+            break
+        cos = (unit[:, src] * unit[:, dst]).sum(-1)  # [T, pairs]
+        hit = (active[:, src] & active[:, dst]).sum(-1) / active[:, dst].sum(-1)
+        out[delta] = (float(cos.mean()), float(hit.mean()))
+    return out
+
+
+def _lfu(stream: np.ndarray, capacity: int) -> float:
+    """Hit rate of a per-layer LFU-admission cache over ``stream`` [T, L, d] bool (needed channels per token)."""
+    T, L, d = stream.shape
+    counts = np.zeros((L, d))
+    cached = np.zeros((L, d), bool)
+    hits = needed = 0
+    for t in range(T):
+        need = stream[t]
+        hits += int((need & cached).sum())
+        needed += int(need.sum())
+        counts += need
+        for l in range(L):  # admit the hottest channels: the cache holds the top-``capacity`` counts seen so far
+            if capacity:
+                top = np.argpartition(-counts[l], capacity - 1)[:capacity]
+                cached[l] = False
+                cached[l, top] = counts[l, top] > 0
+    return hits / max(needed, 1)
+
+
+def _lru(stream: np.ndarray, capacity: int) -> float:
+    T, L, d = stream.shape
+    last = np.full((L, d), -1)
+    hits = needed = 0
+    for t in range(T):
+        need = stream[t]
+        if capacity:
+            rank = np.argsort(-last, axis=1)[:, :capacity]  # the most recently used channels
+            cached = np.zeros((L, d), bool)
+            np.put_along_axis(cached, rank, True, axis=1)
+            cached &= last >= 0
+            hits += int((need & cached).sum())
+        needed += int(need.sum())
+        last[need] = t
+    return hits / max(needed, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def cache_hit_rates(trace: Path, sp: float, capacity: float) -> dict[str, float]:
+    """Hit rates of the active channels: ``lfu_context``, ``lru_context`` (cold start per context, warmed on it)
+    and ``lfu_task`` (the task's hot set from its other contexts), averaged over contexts (token-weighted)."""
+    x, context, task = _inputs(trace)
+    active = active_sets(x, sp)
+    d = x.shape[-1]
+    cap = int(round(capacity * d))
+    rates: dict[str, list[tuple[float, int]]] = {"lfu_context": [], "lru_context": [], "lfu_task": []}
+    for c in np.unique(context):
+        rows = context == c
+        stream = active[rows]
+        rates["lfu_context"].append((_lfu(stream, cap), int(rows.sum())))
+        rates["lru_context"].append((_lru(stream, cap), int(rows.sum())))
+        others = (task == task[rows][0]) & ~rows
+        if others.any() and cap:
+            freq = active[others].sum(0)  # [L, d]
+            hot = np.zeros_like(freq, dtype=bool)
+            np.put_along_axis(hot, np.argpartition(-freq, cap - 1, axis=1)[:, :cap], True, axis=1)
+            rates["lfu_task"].append((float((stream & hot).sum() / stream.sum()), int(rows.sum())))
+    return {k: sum(r * n for r, n in v) / sum(n for _, n in v) for k, v in rates.items() if v}

@@ -1,0 +1,202 @@
+"""The ``activeflow`` policy (Jia, Cao et al., arXiv 2504.08378): top-k active weights of a non-ReLU model, read
+from an op -> channel -> layer flash layout with cross-layer group preloading and a hot-channel cache.
+
+Per decode step and layer l the graph has
+
+    T_l  top-k of the layer's inputs (processor)            after C_{l-1}
+    L_l  read of the active channels the preload missed     after T_l       (on demand, one column per channel)
+    C_l  the layer over its active channels (gathered GEMVs) after T_l, L_l and its group's preload
+    PL   the preload of the next group of ``group`` layers, issued after T of the current group's last layer
+         (layer n's top-k predicts layers n+1 ... n+N), one read per channel of N columns
+
+so loading overlaps computing wherever the graph allows; ``group: 0`` is serial loading (no preload: every
+active channel read on demand, then computed). Each op keeps ``round((1 - sparsity) x in_channels)`` input
+channels; of those, the share ``hit_rate`` is in the hot-channel cache (read nothing), and of the rest the share
+``precision(delta)`` came with the preload (delta = the layer's distance from the predicting layer); the others
+are read on demand. Which channels: drawn at random per step (their positions only decide how reads merge).
+
+``precision`` and ``hit_rate`` default to what the real SmolLM2 trace measures at this sparsity
+(:mod:`sim.activeflow.stats`: per-distance precision of layer n's top-k for layer n + delta; the LFU/LRU cache's
+hit rate at ``cache_fraction`` of the channels), applied to the timed model and reported in the step rows
+(``af_precision``, ``af_hit_rate``). Beside the simulation, each step row carries the §4.1 cost model's estimate
+(``af_cost_model_s``, :mod:`sim.activeflow.cost`) for the same inputs.
+
+DRAM: embeddings and LM head resident; the hot-channel cache (``cache_fraction`` of every layer's weights) and a
+double preload buffer (2 groups of active weights) in the window memory. One request at a time (``batch: 1``).
+Prefill reads each group's weights whole and computes densely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from sim.activeflow.channels import ChannelLayout, in_out
+from sim.activeflow.cost import CostInputs, token_s
+from sim.activeflow.stats import cache_hit_rates, cross_layer
+from sim.config.base import StrictModel
+from sim.config.profiles import REPO_ROOT
+from sim.devices.processor import Op
+from sim.engine.graph import Graph
+from sim.engine.requests import Step
+from sim.errors import ConfigError
+from sim.policies.base import RunContext
+from sim.policies.ops import StepOps, attended_positions
+
+
+class ActiveFlowConfig(StrictModel):
+    name: Literal["activeflow"]
+    sparsity: float = Field(0.6, ge=0, lt=1, description="sp: share of each op's input channels skipped")
+    group: int = Field(4, ge=0, le=64, description="N layers preloaded together; 0 = serial loading")
+    layout: Literal["op_channel_layer", "layer_channel"] = "op_channel_layer"
+    cache_fraction: float = Field(0.0, ge=0, lt=1, description="share of every layer's channels kept hot in DRAM")
+    cache: Literal["lfu_context", "lru_context", "lfu_task"] = "lfu_context"
+    precision: float | None = Field(None, gt=0, le=1, description="si for every distance (default: the trace's)")
+    hit_rate: float | None = Field(None, ge=0, le=1, description="cache hit rate (default: the trace's)")
+    trace: str = Field("traces/smollm2-135m.trace", description="real trace whose mlp_in gives the statistics")
+    coalesce_reads: bool = Field(True, description="adjacent channels merge into one read")
+
+
+class ActiveFlow:
+    def __init__(self, config: ActiveFlowConfig):
+        self.config = config
+        self._stats: dict[str, float] = {}
+
+    def setup(self, ctx: RunContext) -> None:
+        cfg, model, dtype = self.config, ctx.model, ctx.dtype
+        if ctx.max_batch != 1:
+            reason = "activeflow models one request at a time (set batch: 1)"
+            raise ConfigError("experiment", "batch", reason, ctx.max_batch)
+        self.ctx, self.ops, self.rng = ctx, StepOps(model, dtype, ctx.kv_dtype), ctx.rng
+        self.layout = ChannelLayout(model, dtype, cfg.group, grouped=cfg.layout == "op_channel_layer")
+        self.keep = {op: int(round((1 - cfg.sparsity) * in_out(model, op)[0])) for op in self.layout.ops}
+        trace = Path(cfg.trace) if Path(cfg.trace).is_absolute() else REPO_ROOT / cfg.trace
+        distances = max(cfg.group, 1)
+        if cfg.precision is None:
+            measured = cross_layer(trace, round(cfg.sparsity, 6), distances)
+            self.precision = [measured.get(d, measured[max(measured)])[1] for d in range(1, distances + 1)]
+        else:
+            self.precision = [cfg.precision] * distances
+        measured_hr = cache_hit_rates(trace, round(cfg.sparsity, 6), cfg.cache_fraction) if cfg.cache_fraction else {}
+        self.hit_rate = cfg.hit_rate if cfg.hit_rate is not None else measured_hr.get(cfg.cache, 0.0)
+        active_layer = self.layout.layer_bytes * (1 - cfg.sparsity)
+        weights = ctx.devices.memories[ctx.placement.weights]
+        weights.allocate("embeddings", model.embedding_bytes(dtype))
+        window = ctx.devices.memories[ctx.placement.window]
+        if cfg.cache_fraction:
+            window.allocate("hot_channels", cfg.cache_fraction * self.layout.total_bytes)
+        window.allocate("preload_buffer", 2 * active_layer * max(cfg.group, 1))
+        self._compute = self._layer_compute()
+        self._cost = self._cost_model(ctx, active_layer)
+
+    def _layer_compute(self) -> tuple[Op, ...]:
+        """The layer's GEMVs over its active channels (gathered columns) -- the same every decode step."""
+        m, sp = self.ctx.model, self.config.sparsity
+        n_weights = (1 - sp) * sum(m.op_weights(op) for op in self.layout.ops)
+        nbytes = (1 - sp) * self.layout.layer_bytes
+        return (Op("active_weights", 2.0 * n_weights, nbytes, self.ctx.dtype, gathered=True),)
+
+    def _topk(self, step: Step) -> tuple[Op, ...]:
+        m = self.ctx.model
+        inputs = 3 * m.d_model + m.d_ff + m.n_heads * m.head_dim  # attn_in, o's input, mlp_in (twice), down's input
+        return (Op("topk", 10.0 * inputs * step.n_tokens, 4.0 * inputs, "fp32"),)
+
+    def _cost_model(self, ctx: RunContext, active_layer: float) -> dict[str, float]:
+        cfg, flash = self.config, ctx.devices.flash
+        proc = ctx.hardware.processors[ctx.processor]
+        column = float(np.mean(list(self.layout.column_bytes.values())))
+        qd = flash.spec.max_queue_depth
+        small, large = (max(column, flash.spec.page_bytes), max(column * max(cfg.group, 1), flash.spec.page_bytes))
+        inputs = CostInputs(
+            layer_bytes=self.layout.layer_bytes, n_layers=ctx.model.n_layers, sparsity=cfg.sparsity, group=cfg.group,
+            hit_rate=self.hit_rate, precision=float(np.mean(self.precision)),
+            bw_small_Bps=flash.throughput_Bps(small, qd) * column / small,  # a column moves a whole page at least
+            bw_large_Bps=flash.throughput_Bps(large, qd) * column * max(cfg.group, 1) / large,
+            bw_mem_Bps=proc.mem_bandwidth * proc.bandwidth_efficiency * proc.gather_efficiency,
+        )  # fmt: skip
+        return token_s(inputs)
+
+    # ---- per step -------------------------------------------------------------------------------------
+    def plan(self, step: Step) -> Graph:
+        if step.phase == "prefill":
+            return self._prefill(step)
+        cfg, L, N = self.config, self.ctx.model.n_layers, self.config.group
+        g, proc = Graph(), self.ctx.processor
+        merge = cfg.coalesce_reads
+        preload: dict[int, int] = {}
+        read_bytes = {"preload": 0.0, "on_demand": 0.0}
+        if N:
+            preload[0] = self._preload(g, 0, (), read_bytes, merge)
+        prev: tuple[int, ...] = ()
+        for layer in range(L):
+            core = self.ops.core(sum(step.kv_tokens), attended_positions(step))
+            topk = g.run(proc, self._topk(step), prev, tag=f"L{layer} T")
+            if N and layer % N == N - 1 and layer + 1 < L:  # layer n's top-k predicts layers n+1 .. n+N
+                preload[layer + 1] = self._preload(g, layer + 1, (topk,), read_bytes, merge)
+            deps = [topk]
+            missed = self._misses(layer, read_bytes)
+            if len(missed):
+                deps.append(g.read(missed, (topk,), tag=f"L{layer} L", merge=merge))
+            if N:
+                deps.append(preload[layer - layer % N])
+            ops = self._compute + core + (self.ops.lm_head(step) if layer == L - 1 else ())
+            prev = (g.run(proc, ops, deps, tag=f"L{layer} C"),)
+        self._stats = {
+            "af_preload_bytes": read_bytes["preload"],
+            "af_on_demand_bytes": read_bytes["on_demand"],
+            "af_precision": float(np.mean(self.precision)) if N else 0.0,
+            "af_hit_rate": self.hit_rate,
+            "af_cost_model_s": self._cost["T_token"],
+        }
+        return g
+
+    def _channels(self, op: str, n: int) -> np.ndarray:
+        total = in_out(self.ctx.model, op)[0]
+        return np.sort(self.rng.choice(total, size=min(n, total), replace=False))
+
+    def _preload(self, g: Graph, first: int, after: tuple[int, ...], read_bytes: dict, merge: bool) -> int:
+        """One read of the predicted, uncached channels of every op for the group starting at ``first``."""
+        ops = self.layout.ops
+        parts = [self.layout.group_extents(op, first, self._channels(op, self._uncached(op))) for op in ops]
+        extents = np.concatenate(parts)
+        read_bytes["preload"] += float(extents[:, 1].sum())
+        return g.read(extents, after, tag=f"PL {first}", merge=merge)
+
+    def _uncached(self, op: str) -> int:
+        return int(round(self.keep[op] * (1 - self.hit_rate)))
+
+    def _misses(self, layer: int, read_bytes: dict) -> np.ndarray:
+        """Extents of the layer's active, uncached channels its group's preload did not bring."""
+        N = self.config.group
+        miss = 1.0 if not N else 1.0 - self.precision[layer % N]
+        parts = [self.layout.layer_extents(op, layer, self._channels(op, int(round(self._uncached(op) * miss))))
+                 for op in self.layout.ops]  # fmt: skip
+        extents = np.concatenate(parts)
+        read_bytes["on_demand"] += float(extents[:, 1].sum())
+        return extents
+
+    def _prefill(self, step: Step) -> Graph:
+        """Every group's weights read whole, the chunk computed densely layer by layer."""
+        g, proc, m = Graph(), self.ctx.processor, self.ctx.model
+        lay, span = self.layout, max(self.config.group, 1)
+        reads = {}
+        prev: tuple[int, ...] = ()
+        for layer in range(m.n_layers):
+            first = layer - layer % span
+            if first not in reads:
+                n = min(span, m.n_layers - first)
+                block = np.array([[first * lay.layer_bytes, n * lay.layer_bytes]], np.int64)
+                reads[first] = g.read(block, prev, tag=f"prefill {first}")
+            ops = self.ops.dense_layer(step, last=False)
+            prev = (g.run(proc, ops, (*prev, reads[first]), tag=f"L{layer} C"),)
+        self._stats = {}
+        return g
+
+    def kv_tokens_held(self, tokens: int) -> float:
+        return float(tokens)
+
+    def step_stats(self) -> dict[str, float]:
+        return self._stats

@@ -1,0 +1,107 @@
+"""ActiveFlow: channel statistics on the real trace, the op -> channel -> layer layout, the policy's bytes against
+closed forms, and the §4.1 cost model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sim.activeflow.channels import ChannelLayout, in_out
+from sim.activeflow.cost import CostInputs, greedy_group, token_s
+from sim.activeflow.stats import active_sets, cache_hit_rates, cross_layer
+from sim.config.experiment import load_experiment
+from sim.config.profiles import load_model
+from sim.engine.simulate import simulate_case
+
+TRACE = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
+
+
+def test_active_sets_keep_the_largest_inputs():
+    x = np.array([[[0.1, -3.0, 2.0, 0.5]]])
+    assert active_sets(x, 0.5).tolist() == [[[False, True, True, False]]]
+
+
+def test_cross_layer_prediction_on_the_real_trace_fades_with_distance():
+    stats = cross_layer(TRACE, 0.6, 4)
+    cos, precision = zip(*(stats[d] for d in range(1, 5)), strict=True)
+    assert (np.diff(cos) < 0).all() and (np.diff(precision) < 0).all()
+    assert 0.4 < precision[0] < 1 and 0.6 < cos[0] < 1
+    assert stats[1][1] > cross_layer(TRACE, 0.8, 1)[1][1]  # sparser sets are harder to predict
+
+
+def test_hot_channel_caches_hit_more_as_they_grow():
+    small, large = cache_hit_rates(TRACE, 0.6, 0.1), cache_hit_rates(TRACE, 0.6, 0.4)
+    for key in ("lfu_context", "lru_context", "lfu_task"):
+        assert 0 < small[key] < large[key] < 1
+    assert large["lfu_context"] > 0.4  # at 40% of the channels more than a random 40% of the active set
+
+
+def test_op_channel_layer_extents_hold_a_channel_for_every_layer_of_the_group():
+    model = load_model("llama-2-7b")
+    grouped, flat = ChannelLayout(model, "q4_0", 4, grouped=True), ChannelLayout(model, "q4_0", 4, grouped=False)
+    col = grouped.column_bytes["down"]
+    assert col == int(np.ceil(model.d_model * 4.5 / 8))
+    ext = grouped.group_extents("down", 8, np.array([3, 4]))
+    assert (ext[:, 1] == 4 * col).all() and ext[1, 0] - ext[0, 0] == 4 * col
+    miss = grouped.layer_extents("down", 10, np.array([3]))  # the third layer's slice of channel 3's extent
+    assert miss[0, 0] == ext[0, 0] + 2 * col and miss[0, 1] == col
+    assert len(flat.group_extents("down", 8, np.array([3, 4]))) == 8  # layer-major: one read per layer
+    assert (
+        grouped.total_bytes
+        == flat.total_bytes
+        == model.n_layers * sum(in_out(model, op)[0] * grouped.column_bytes[op] for op in grouped.ops)
+    )
+
+
+def _case(tmp_path, **policy):
+    exp = {
+        "name": "af",
+        "hardware": "pixel-6",
+        "model": "llama-2-7b",
+        "dtype": "q4_0",
+        "processor": "cpu",
+        "context_tokens": 16,
+        "decode_tokens": 2,
+        "prefill_chunk_tokens": 0,
+        "timeline_tokens": 0,
+        "policy": {"name": "activeflow", "sparsity": 0.6, **policy},
+    }
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    (case,) = load_experiment(tmp_path / "e.yaml")
+    return simulate_case(case, timeline=False)
+
+
+def test_serial_loading_reads_exactly_the_active_weights(tmp_path):
+    r = _case(tmp_path, group=0)
+    layout = ChannelLayout(load_model("llama-2-7b"), "q4_0", 1)
+    active = sum(round(0.4 * in_out(r_model := load_model("llama-2-7b"), op)[0]) * layout.column_bytes[op]
+                 for op in layout.ops) * r_model.n_layers  # fmt: skip
+    decode = r.tokens.query("phase == 'decode'")
+    assert (decode["flash_bytes"] == active).all() and (decode["af_preload_bytes"] == 0).all()
+
+
+def test_a_perfect_predictor_reads_nothing_on_demand_and_a_cache_reads_less(tmp_path):
+    exact = _case(tmp_path, group=4, precision=1.0).tokens.query("phase == 'decode'")
+    assert (exact["af_on_demand_bytes"] == 0).all()
+    cached = _case(tmp_path, group=4, precision=1.0, hit_rate=0.5).tokens.query("phase == 'decode'")
+    assert cached["flash_bytes"].mean() == pytest.approx(0.5 * exact["flash_bytes"].mean(), rel=0.01)
+
+
+def _inputs(**kw):
+    base = dict(layer_bytes=100e6, n_layers=32, sparsity=0.6, group=4, hit_rate=0.0, precision=0.8,
+                bw_small_Bps=1e9, bw_large_Bps=2e9, bw_mem_Bps=20e9)  # fmt: skip
+    return CostInputs(**(base | kw))
+
+
+def test_cost_model_closed_forms():
+    serial = token_s(_inputs(group=0))
+    assert serial["T_token"] == pytest.approx(32 * (40e6 / 1e9 + 40e6 / 20e9))
+    grouped = token_s(_inputs())
+    m_cl = 40e6 * 4
+    assert grouped["T_preload"] == pytest.approx(m_cl / 2e9) and grouped["T_comp"] == pytest.approx(m_cl / 20e9)
+    expected = m_cl / 1e9 + 7 * (4 * 40e6 * 0.2 / 1e9 + m_cl / 2e9) + m_cl / 20e9
+    assert grouped["T_token"] == pytest.approx(expected)
+    assert greedy_group(lambda n: _inputs(group=n, bw_large_Bps=1e9 * n)) > 1  # larger chunks read faster
