@@ -25,6 +25,12 @@ DTYPE_BITS: dict[str, float] = {
     "q8_0": 8.5,
     "q4_0": 4.5,
     "q4_1": 5.0,
+    # HQQ formats of the Mixtral-offloading setups (papers.md, Eliseev & Mazur arXiv 2312.17238): 4-bit group 64
+    # with a 16-bit scale and zero per group = 4 + 32/64; 2-bit group 16 "~2.6 bits/param with scales" (stated);
+    # 3-bit group 64: 3 + 32/64 (the 4-bit format's per-group scale and zero).
+    "hqq4_g64": 4.5,
+    "hqq2_g16": 2.6,
+    "hqq3_g64": 3.5,
 }
 
 FfnKind = Literal["relu", "gelu", "swiglu", "geglu"]

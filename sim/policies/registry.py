@@ -9,7 +9,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from sim.policies import activeflow, baselines, kv_offload, llm_in_flash
+from sim.policies import activeflow, baselines, kv_offload, llm_in_flash, moe_offload
 from sim.policies.base import Policy
 
 _POLICIES = {
@@ -19,6 +19,7 @@ _POLICIES = {
     "llm_in_flash": (llm_in_flash.LlmInFlashConfig, llm_in_flash.LlmInFlash),
     "kv_offload": (kv_offload.KVOffloadConfig, kv_offload.KVOffload),
     "activeflow": (activeflow.ActiveFlowConfig, activeflow.ActiveFlow),
+    "moe_offload": (moe_offload.MoEOffloadConfig, moe_offload.MoEOffload),
 }
 
 PolicyConfig = Annotated[Union[tuple(cfg for cfg, _ in _POLICIES.values())], Field(discriminator="name")]  # noqa: UP007

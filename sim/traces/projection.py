@@ -198,9 +198,11 @@ class ProjectedSource(SourceBase):
     @staticmethod
     def onto(base: TraceSource, profile, rng: np.random.Generator, density: np.ndarray | None = None,
              **kw) -> ProjectedSource:  # fmt: skip
-        """Project onto a :class:`~sim.models.profile.ModelProfile`; default density = OPT-6.7B Table 6."""
+        """Project onto a :class:`~sim.models.profile.ModelProfile` (an MoE's neurons: every expert's, expert-major);
+        default density = OPT-6.7B Table 6."""
         dens = opt_6_7b_density(profile.n_layers) if density is None else density
-        return ProjectedSource(base, profile.n_layers, profile.d_ff, dens, rng, name=profile.name, **kw)
+        neurons = profile.n_experts * profile.d_ff
+        return ProjectedSource(base, profile.n_layers, neurons, dens, rng, name=profile.name, **kw)
 
 
 def _linear_quantile_index(size: int, q: float) -> tuple[int, int, float]:
