@@ -75,11 +75,20 @@ def rates(routes: np.ndarray) -> tuple[float, float]:
 @functools.lru_cache(maxsize=1024)
 def fit(n_experts: int, k: int, target_first: float, target_common: float, n_tokens: int = 2000,
         seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """(alpha, beta) whose chain reproduces the two rates (alpha in closed form, beta by bisection on a sample).
+    """(alpha, beta) whose chain reproduces the two rates (alpha in closed form; beta in closed form for top-2,
+    else by bisection on a sample).
     Where the first choice's repetition alone already exceeds ``target_common`` (beta = 0), the chain keeps it:
     :func:`rates` of a generated route says what was reached."""
     base = 1.0 / n_experts
     alpha = float(np.clip((target_first - base) / (1.0 - base), 0.0, 1.0))
+    if k == 2:
+        # Closed form (uniform popularity): the new first choice is one of prev's two experts with probability
+        # 1 - fresh; otherwise the second choice shares one with probability beta + (1 - beta) 2 / (E - 1).
+        E = n_experts
+        fresh = (1 - alpha) * (E - 2) / E
+        shared_anyway = 1 - fresh
+        beta = (target_common - shared_anyway - fresh * 2 / (E - 1)) / (fresh * (1 - 2 / (E - 1)))
+        return alpha, float(np.clip(beta, 0.0, 1.0))
     lo, hi = 0.0, 1.0
     for _ in range(10):
         beta = (lo + hi) / 2
