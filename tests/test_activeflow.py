@@ -105,3 +105,20 @@ def test_cost_model_closed_forms():
     expected = m_cl / 1e9 + 7 * (4 * 40e6 * 0.2 / 1e9 + m_cl / 2e9) + m_cl / 20e9
     assert grouped["T_token"] == pytest.approx(expected)
     assert greedy_group(lambda n: _inputs(group=n, bw_large_Bps=1e9 * n)) > 1  # larger chunks read faster
+
+
+@pytest.mark.model
+def test_top_k_input_channels_on_the_real_model(smollm):
+    from sim.lab.accuracy import ChannelTopK
+    from sim.lab.kernels import Hooks, RunState, prefill
+
+    cfg, w, tok = smollm
+    ids = tok.encode("The capital of France is Paris. The capital of Italy is Rome.")
+    dense = prefill(cfg, w, RunState.new(cfg, len(ids)), ids)
+    kept: list[float] = []
+    same = prefill(cfg, w, RunState.new(cfg, len(ids)), ids, Hooks(channels=ChannelTopK(0.0, False, kept)))
+    np.testing.assert_array_equal(same, dense)  # sparsity 0 computes every channel
+    half: list[float] = []
+    sparse = prefill(cfg, w, RunState.new(cfg, len(ids)), ids, Hooks(channels=ChannelTopK(0.5, False, half)))
+    assert np.mean(half) == pytest.approx(0.5, abs=0.01) and len(half) == 4 * cfg.n_layers  # four inputs per layer
+    assert 0 < np.abs(sparse - dense).mean() < np.abs(dense).mean()  # changed, not destroyed

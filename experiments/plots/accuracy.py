@@ -19,8 +19,8 @@ def main() -> None:
         ax_ppl.plot(x, part.ppl, marker="o", label=rule)
         ax_agree.plot(x, 100 * part.agreement, marker="o", label=rule)
     ax_ppl.axhline(dense.ppl, color="grey", ls="--", lw=1, label=f"dense {dense.ppl:.2f}")
-    ax_ppl.set(xlabel="achieved FFN sparsity (%)", ylabel="perplexity", yscale="log", title="held-out perplexity")
-    ax_agree.set(xlabel="achieved FFN sparsity (%)", ylabel="agreement with dense (%)", ylim=(0, 101),
+    ax_ppl.set(xlabel="achieved sparsity (%): FFN neurons, or input channels (activeflow)", ylabel="perplexity", yscale="log", title="held-out perplexity")
+    ax_agree.set(xlabel="achieved sparsity (%): FFN neurons, or input channels (activeflow)", ylabel="agreement with dense (%)", ylim=(0, 101),
                  title="teacher-forced greedy agreement")  # fmt: skip
     for ax in (ax_ppl, ax_agree):
         ax.grid(alpha=0.3)

@@ -1,6 +1,8 @@
 """Accuracy of FFN activation sparsity on held-out text (``python -m sim trace accuracy FILE --out DIR``).
 
-SmolLM2's analogue of ActiveFlow Table 3 / TEAL: for each rule (threshold, top-k) and sparsity, every
+SmolLM2's analogue of ActiveFlow Table 3 / TEAL: for each rule (threshold, top-k on the FFN; ``activeflow``: top-k
+input channels of every op, :class:`ChannelTopK`, with ``activeflow_predicted`` taking q/k/v's and gate/up's channels
+from the previous layer, misses not reloaded) and sparsity, every
 held-out context is prefilled once with the numpy backend's FFN selector in "post" mode (gate and up run
 dense, the down projection only over the kept neurons, :mod:`sim.lab.kernels.forward`), and compared with the
 dense run of the same tokens:
@@ -35,7 +37,7 @@ class AccuracyConfig(StrictModel):
     kind: Literal["accuracy"] = "accuracy"
     name: str = "accuracy"
     model: str = "smollm2-135m"
-    rules: list[Literal["threshold", "topk"]] = ["threshold", "topk"]
+    rules: list[Literal["threshold", "topk", "activeflow", "activeflow_predicted"]] = ["threshold", "topk"]
     sparsities: list[float] = Field(default=[0.0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8])
     heldout_tokens_per_context: int = Field(64, gt=1, description="tokens of each held-out context")
     heldout_contexts_per_task: int = Field(1, gt=0)
@@ -93,6 +95,32 @@ def _selector(rule: str, sparsity: float, thresholds: np.ndarray | None, kept: l
     return FfnSelector(select, "post")
 
 
+class ChannelTopK:
+    """ActiveFlow's active weights on the numpy model: every op computes from the top-k = (1 - sparsity) c input
+    channels of its input (by |x|, per token). ``predicted``: the q/k/v and gate/up inputs use the channels that
+    the previous layer's same input selected (cross-layer prediction at distance 1, misses NOT reloaded; layer 0
+    uses its own); o and down always use their own."""
+
+    def __init__(self, sparsity: float, predicted: bool, kept: list[float]):
+        self.sparsity, self.predicted, self.kept = sparsity, predicted, kept
+        self.last: dict[str, np.ndarray] = {}  # input name -> the previous layer's mask [n, c]
+
+    def __call__(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
+        if self.sparsity <= 0:
+            self.kept.append(1.0)
+            return x
+        c = x.shape[-1]
+        k = max(1, int(round((1 - self.sparsity) * c)))
+        own = np.zeros(x.shape, bool)
+        np.put_along_axis(own, np.argpartition(-np.abs(x), k - 1, axis=-1)[:, :k], True, axis=-1)
+        use = own
+        if self.predicted and name in ("attn_in", "mlp_in"):
+            use = self.last.get(name, own) if layer > 0 else own
+            self.last[name] = own
+        self.kept.append(float(use.mean()))
+        return np.where(use, x, 0.0).astype(x.dtype)
+
+
 def run_accuracy(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     """Measure every point of the experiment file at ``path`` into the folder ``out``; ``progress``: a line per
     point on ``log``."""
@@ -113,7 +141,10 @@ def run_accuracy(path: str | Path, out: Path, log=print, progress: bool = True) 
         for s in config.sparsities:
             kept: list[float] = []
             thr = layer_thresholds(calib, s) if rule == "threshold" else None
-            hooks = Hooks(ffn_selector=_selector(rule, s, thr, kept))
+            if rule.startswith("activeflow"):
+                hooks = Hooks(channels=ChannelTopK(s, rule == "activeflow_predicted", kept))
+            else:
+                hooks = Hooks(ffn_selector=_selector(rule, s, thr, kept))
             rows.append(_row(rule, s, kept, [_run(cfg, w, ids, hooks) for _, ids in held], dense, held))
             log(f"{rule} {s:.2f}: ppl {rows[-1]['ppl']:.3f}, agreement {rows[-1]['agreement']:.3f}")
     return _write(out, config, rows, held, calib.shape[0], time.perf_counter() - t0)

@@ -82,6 +82,9 @@ class Hooks:
     touched: Touched | None = None
     # replaces causal attention: (layer, q [n, H, hd], k [T, KV, hd], v [T, KV, hd], pos [n]) -> [n, H*hd]
     attention: Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+    # input-channel sparsity (ActiveFlow): (layer, input, x [n, c]) -> x with the inactive channels zeroed, for
+    # input in attn_in (q, k, v), o_in, mlp_in (gate, up), down_in; each op then sums only its kept columns
+    channels: Callable[[int, str, np.ndarray], np.ndarray] | None = None
 
 
 NO_HOOKS = Hooks()
@@ -101,6 +104,9 @@ def as_index_arrays(sel: Selection, n: int, d_ff: int) -> list[np.ndarray]:
 def _ffn(lw: LayerWeights, layer: int, x: np.ndarray, hooks: Hooks) -> tuple[np.ndarray, np.ndarray]:
     """x [n, d] -> (y [n, d], ffn_act [n, f]) dense or through the selector's sparse kernels."""
     sel = hooks.ffn_selector
+    if hooks.channels is not None:  # ActiveFlow: gate/up over the kept input channels, down over the kept act
+        act = swiglu_act(hooks.channels(layer, "mlp_in", x), lw.gate, lw.up)  # [n, f]
+        return matmul(hooks.channels(layer, "down_in", act), lw.down), act
     if sel is None:
         return ffn_dense(x, lw.gate, lw.up, lw.down)
     n, f = x.shape[0], lw.gate.shape[0]
@@ -120,14 +126,16 @@ def _block(cfg: ModelConfig, w: Weights, state: RunState, layer: int, x: np.ndar
     """One transformer block on x [n, d] at positions pos [n]; writes K/V into the cache; returns [n, d]."""
     lw, n, hd = w.layers[layer], x.shape[0], cfg.head_dim
     attn_in = rmsnorm(x, lw.attn_norm, cfg.norm_eps)  # [n, d]
-    q = rope(matmul(attn_in, lw.wq, lw.bq).reshape(n, cfg.n_heads, hd), pos, w.inv_freq)  # [n, H, hd]
-    k = rope(matmul(attn_in, lw.wk, lw.bk).reshape(n, cfg.n_kv_heads, hd), pos, w.inv_freq)  # [n, KV, hd]
-    v = matmul(attn_in, lw.wv, lw.bv).reshape(n, cfg.n_kv_heads, hd)  # [n, KV, hd]
+    keep = hooks.channels or (lambda _layer, _name, a: a)
+    qkv_in = keep(layer, "attn_in", attn_in)  # [n, d] (the kept channels only, if a hook says so)
+    q = rope(matmul(qkv_in, lw.wq, lw.bq).reshape(n, cfg.n_heads, hd), pos, w.inv_freq)  # [n, H, hd]
+    k = rope(matmul(qkv_in, lw.wk, lw.bk).reshape(n, cfg.n_kv_heads, hd), pos, w.inv_freq)  # [n, KV, hd]
+    v = matmul(qkv_in, lw.wv, lw.bv).reshape(n, cfg.n_kv_heads, hd)  # [n, KV, hd]
     start, end = int(pos[0]), int(pos[-1]) + 1
     state.k_cache[layer, start:end], state.v_cache[layer, start:end] = k, v
     attend = attention if hooks.attention is None else functools.partial(hooks.attention, layer)
     att = attend(q, state.k_cache[layer, :end], state.v_cache[layer, :end], pos)  # [n, H*hd]
-    x = x + matmul(att, lw.wo)
+    x = x + matmul(keep(layer, "o_in", att), lw.wo)
     mlp_in = rmsnorm(x, lw.ffn_norm, cfg.norm_eps)  # [n, d]
     y, act = _ffn(lw, layer, mlp_in, hooks)
     if hooks.observer is not None:
