@@ -8,6 +8,8 @@ from __future__ import annotations
 import pandas as pd
 from _common import plt, results_dir, save
 
+XLABEL = "achieved sparsity (%): FFN neurons, or input channels (activeflow rules)"
+
 
 def main() -> None:
     folder = results_dir()
@@ -19,8 +21,8 @@ def main() -> None:
         ax_ppl.plot(x, part.ppl, marker="o", label=rule)
         ax_agree.plot(x, 100 * part.agreement, marker="o", label=rule)
     ax_ppl.axhline(dense.ppl, color="grey", ls="--", lw=1, label=f"dense {dense.ppl:.2f}")
-    ax_ppl.set(xlabel="achieved sparsity (%): FFN neurons, or input channels (activeflow)", ylabel="perplexity", yscale="log", title="held-out perplexity")
-    ax_agree.set(xlabel="achieved sparsity (%): FFN neurons, or input channels (activeflow)", ylabel="agreement with dense (%)", ylim=(0, 101),
+    ax_ppl.set(xlabel=XLABEL, ylabel="perplexity", yscale="log", title="held-out perplexity")
+    ax_agree.set(xlabel=XLABEL, ylabel="agreement with dense (%)", ylim=(0, 101),
                  title="teacher-forced greedy agreement")  # fmt: skip
     for ax in (ax_ppl, ax_agree):
         ax.grid(alpha=0.3)
