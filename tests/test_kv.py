@@ -183,8 +183,17 @@ def test_the_real_model_through_kv_policies(model_path, tmp_path):
     rows = pd.read_csv(run_kv_accuracy(tmp_path / "kv.yaml", tmp_path / "out", progress=False)).set_index("policy")
     full, every = rows.loc["full"], rows.loc["topk budget=1"]
     assert full.attn_rel_error == 0 and full.agreement == 1 and full.ppl == pytest.approx(full.dense_ppl)
+    assert full.accepted_gamma2 == 2 and full.accepted_gamma6 == 6  # the full cache drafts what it verifies
     assert every.attn_rel_error < 1e-5 and every.keys_fraction == 1  # top-k of everything is full attention
     magic = rows.loc["magicpig K=6 L=40 sinks=4 window=16"]
     assert magic.sampled_fraction == pytest.approx(magic.closed_form_fraction, rel=0.25)  # hashing = the formula
     stream = rows.loc["streaming sinks=4 window=8"]
     assert stream.keys_fraction < 0.1 and stream.attn_rel_error > every.attn_rel_error
+
+
+def test_speculative_acceptance_counts_leading_agreements():
+    from sim.lab.kv_accuracy import accepted
+
+    agree = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)
+    assert accepted(agree, 2) == pytest.approx(8 / 7)  # runs 2,1,0,2,2,1,0 from the 7 start positions
+    assert accepted(np.ones(10, bool), 6) == 6 and accepted(np.zeros(10, bool), 2) == 0

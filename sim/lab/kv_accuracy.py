@@ -10,6 +10,8 @@ long cache, teacher-forced so errors do not compound across tokens but do across
 * ``keys_fraction``   keys read per query / keys it could see (the bytes a step reads from the KV cache);
 * ``ppl`` vs ``dense_ppl`` and ``agreement``: next-token perplexity over the evaluated positions and the share of
                       them whose argmax equals the full-attention model's;
+* ``accepted_gamma{2,6}``: self-speculative decoding (TriForce style, one model): the policy's KV drafts gamma
+                      tokens, full attention verifies; the mean number of drafted tokens accepted (:func:`accepted`);
 * MagicPIG only: ``sampled_fraction`` (keys sampled by the hash tables among those outside sinks + window) beside
   ``closed_form_fraction``, the mean of u(theta) = 1 - (1-p^K)^L - L p^K (1-p^K)^(L-1) over the same real (q, k)
   angles (papers.md): the simulator's hashing against the paper's formula.
@@ -38,6 +40,7 @@ from sim.kv.selection import KVPolicy, attend, label, select
 from sim.lab import corpus
 
 NEEDLE_KEY = "48213"
+SPECULATION = (2, 6)  # draft lengths gamma (TriForce's gamma1 = 2, gamma2 = 6; papers.md)
 
 
 class KVAccuracyConfig(StrictModel):
@@ -184,10 +187,12 @@ def run_kv_accuracy(path: str | Path, out: Path, log=print, progress: bool = Tru
             hook = PolicyAttention(policy, cfg.n_layers, cfg.head_dim, start, config.dense_layers, config.seed)
             logits = prefill(cfg, w, RunState.new(cfg, len(ids)), ids, Hooks(attention=hook))[start:]
             nll = _nll(logits, ids[start:])
+            agree = logits.argmax(1) == ref.argmax(1)  # [e] the policy's greedy token = full attention's
             rows.append({"policy": name, "context": ctx_name, "context_tokens": len(ids),
                          "eval_tokens": len(ids) - start, **hook.summary(),
                          "ppl": float(np.exp(nll.mean())), "dense_ppl": float(np.exp(_nll(ref, ids[start:]).mean())),
-                         "agreement": float((logits.argmax(1) == ref.argmax(1))[:-1].mean())})  # fmt: skip
+                         "agreement": float(agree[:-1].mean()),
+                         **{f"accepted_gamma{g}": accepted(agree, g) for g in SPECULATION}})  # fmt: skip
             layers += [{"policy": name, "context": ctx_name, "layer": l, "attn_rel_error": float(np.mean(e))}
                        for l, e in enumerate(hook.error) if e]  # fmt: skip
             log(f"{name} {ctx_name}: error {rows[-1]['attn_rel_error']:.4f}, keys {rows[-1]['keys_fraction']:.3f}, "
@@ -201,6 +206,18 @@ def run_kv_accuracy(path: str | Path, out: Path, log=print, progress: bool = Tru
                             "found": NEEDLE_KEY in answer.replace(" ", "")})  # fmt: skip
             log(f"{name} needle ({len(needle)} tokens): {answer!r}")
     return _write(out, config, rows, layers, needles, prompts, time.perf_counter() - t0)
+
+
+def accepted(agree: np.ndarray, gamma: int) -> float:
+    """Self-speculative decoding with this policy's KV as the draft and full attention as the verifier (greedy):
+    the mean number of the ``gamma`` drafted tokens the verifier accepts, from every evaluated position. An accepted
+    prefix is the verifier's own, so token i of a draft is accepted iff the policy agrees at that position (teacher
+    forcing is exact here)."""
+    n = len(agree) - gamma + 1
+    if n <= 0:
+        return float("nan")
+    runs = [int(np.argmin(np.append(agree[p : p + gamma], False))) for p in range(n)]  # leading agreements
+    return float(np.mean(runs))
 
 
 def _nll(logits: np.ndarray, ids: list[int]) -> np.ndarray:
