@@ -386,3 +386,23 @@ def test_no_reuse_reads_every_predicted_neuron_each_token():
     assert "ffn_window" not in result.summary["dram_tenants_GB"]
     row = case.model.row_bytes(case.config.dtype)
     assert tokens["flash_bytes"].iloc[0] == tokens["neurons_read"].iloc[0] * 2 * row  # up row + down row
+
+
+def test_a_bounded_window_forgets_its_oldest_tokens_and_never_outgrows_its_rows():
+    rng = np.random.default_rng(0)
+    L, n, k = 3, 200, 4
+    masks = rng.random((40, L, n)) < 0.1
+    free = SlidingWindow(L, n, k)
+    peaks = np.zeros(L, np.int64)
+    for m in masks:
+        peaks = np.maximum(peaks, free.step(m).resident_counts())
+    roomy, tight = SlidingWindow(L, n, k, capacity=peaks), SlidingWindow(L, n, k, capacity=peaks * 2 // 3)
+    free = SlidingWindow(L, n, k)
+    for m in masks:
+        a, b, c = free.step(m), roomy.step(m), tight.step(m)
+        assert (a.resident == b.resident).all()  # room for the peak: the plain window
+        assert (c.resident_counts() <= peaks * 2 // 3).all() and (c.resident[m]).all()  # fits, keeps the token
+        assert not (c.resident & ~a.resident).any()  # only ever forgets
+    assert roomy.shortened == 0 < tight.shortened
+    with pytest.raises(ValueError, match="one token's"):
+        SlidingWindow(L, n, k, capacity=np.full(L, 5)).step(np.ones((L, n), bool))

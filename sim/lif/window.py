@@ -60,10 +60,16 @@ class WindowStep:
 
 
 class SlidingWindow:
-    def __init__(self, n_layers: int, n_neurons: int, k: int):
+    """``capacity`` [L] (optional) bounds the neurons a layer may hold: when a step's union exceeds it, that layer
+    forgets its oldest stored sets (the window shortens for that layer) until the union fits; the current token's
+    set always stays (a set larger than the capacity is an error)."""
+
+    def __init__(self, n_layers: int, n_neurons: int, k: int, capacity: np.ndarray | None = None):
         if not 1 <= k <= MAX_K:
             raise ValueError(f"window k must be in 1..{MAX_K} (got {k})")
         self.k, self.shape = k, (n_layers, n_neurons)
+        self.capacity = None if capacity is None else np.asarray(capacity, np.int64)  # [L]
+        self.shortened = 0  # (layer, step) pairs whose window was cut to fit the capacity
         self._ring = np.zeros((k, n_layers, n_words(n_neurons)), np.uint64)  # last k stored sets
         self._pos = 0  # ring slot the next step overwrites (the oldest set)
         self._resident = np.zeros((n_layers, n_words(n_neurons)), np.uint64)  # union of the ring
@@ -98,9 +104,30 @@ class SlidingWindow:
         stored = pred_bits if extra_bits is None else pred_bits | extra_bits  # [L, nw]
         before = self._resident
         self._ring[self._pos] = stored
+        newest = self._pos
         self._pos = (self._pos + 1) % self.k
         after = self._resident = np.bitwise_or.reduce(self._ring, axis=0) if self.k > 1 else stored.copy()
+        if self.capacity is not None:
+            self._fit(newest)
+            after = self._resident
         return WindowStep(load_bits=stored & ~before, evict_bits=before & ~after, resident_bits=after, n=self.shape[1])
+
+    def _fit(self, newest: int) -> None:
+        """Forget the oldest stored sets of every layer over its capacity until its union fits."""
+        over = np.flatnonzero(bits.row_counts(self._resident) > self.capacity)  # [m] layers
+        for layer in over.tolist():
+            held = self._ring[:, layer]  # [k, nw] view of this layer's stored sets
+            for age in range(self.k - 1, 0, -1):  # oldest first; the newest set (age 0) stays
+                held[(newest - age) % self.k] = 0
+                self._resident[layer] = np.bitwise_or.reduce(held, axis=0)
+                if int(np.bitwise_count(self._resident[layer]).sum()) <= self.capacity[layer]:
+                    break
+            self.shortened += 1
+            n = int(np.bitwise_count(self._resident[layer]).sum())
+            if n > self.capacity[layer]:
+                raise ValueError(
+                    f"layer {layer}: one token's {n} neurons exceed the window's {self.capacity[layer]} rows"
+                )
 
     def _pack(self, mask: np.ndarray) -> np.ndarray:
         if mask.shape != self.shape:

@@ -50,6 +50,7 @@ from sim.models.profile import dtype_bytes
 from sim.policies.base import RunContext
 from sim.policies.baselines import placement_transfers
 from sim.policies.ops import StepOps
+from sim.units import format_bytes
 
 
 class LlmInFlashConfig(StrictModel):
@@ -85,6 +86,12 @@ class LlmInFlashConfig(StrictModel):
     ffn_compute: Literal["resident", "active"] = "active"
     overlap: bool = False
     capacity_tokens: int = Field(256, ge=1, description="decode steps of the dry run sizing the FFN matrices")
+    window_rows: Literal["peak", "budget"] = Field(
+        "peak",
+        description="peak: the FFN matrices hold the dry run's peak (the budget must admit it); budget: they fill "
+        "what the budget leaves (at most the peak), shared in proportion to the peaks, and a layer whose window "
+        "outgrows its rows forgets its oldest tokens' neurons (the window shortens there)",
+    )
 
 
 class LlmInFlash:
@@ -112,10 +119,13 @@ class LlmInFlash:
         self._all_neurons = [coalesce(self.layout.neuron_extents(l, every)) for l in range(self.n_layers)]
         self.neuron_bytes = model.neuron_bytes(ctx.dtype)
         self.reuse = cfg.window_k > 0
+        self._allocate_resident(ctx)
         if self.reuse:
-            self.matrix = NeuronMatrix(self.n, self._dry_run(), self.neuron_bytes)
-            self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k)
-        self._allocate(ctx)
+            rows = self._rows(ctx, *self._dry_run())
+            bounded = cfg.window_rows == "budget"
+            self.matrix = NeuronMatrix(self.n, rows, self.neuron_bytes)
+            self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k, rows if bounded else None)
+            ctx.devices.memories[ctx.placement.window].allocate("ffn_window", self.matrix.allocated_bytes)
         self._static_ops = self._layer_static_ops(ctx)
 
     def _mask_stream(self, ctx: RunContext) -> MaskStream:
@@ -165,28 +175,48 @@ class LlmInFlash:
         model = ctx.model
         return load(path, model.n_layers, model.d_model, self.n, self.config.recall)[0]
 
-    def _dry_run(self) -> np.ndarray:
-        """[L] peak resident neurons over the first capacity_tokens steps (same predictions as the run, which
-        replays them from the stream's cache)."""
+    def _dry_run(self) -> tuple[np.ndarray, np.ndarray]:
+        """([L] peak resident neurons, [L] largest one-token set) over the first capacity_tokens steps (same
+        predictions as the run, which replays them from the stream's cache)."""
         window = SlidingWindow(self.n_layers, self.n, self.config.window_k)
         peak = np.zeros(self.n_layers, np.int64)
+        largest = np.zeros(self.n_layers, np.int64)
         for t in range(self.config.capacity_tokens):  # one vectorised step per token
             pred = self.stream.token(t).pred_bits
             step = window.step_bits(pred, self._friends_of(window, pred))
             peak = np.maximum(peak, step.resident_counts())
+            largest = np.maximum(largest, bits.row_counts(pred))
         self.stream.reset()
-        return peak
+        return peak, largest
 
-    def _allocate(self, ctx: RunContext) -> None:
-        model, dtype, memories = ctx.model, ctx.dtype, ctx.devices.memories
-        weights = memories[ctx.placement.weights]
+    def _allocate_resident(self, ctx: RunContext) -> None:
+        """Embeddings, attention and the predictor in the weights memory. (Without reuse the rows read land in a
+        streaming buffer, not counted, like naive's; with it the window's matrices follow, :meth:`_rows`.)"""
+        model, dtype = ctx.model, ctx.dtype
+        weights = ctx.devices.memories[ctx.placement.weights]
         weights.allocate("embeddings", model.embedding_bytes(dtype))
         weights.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
         if self.config.predictor in ("trained", "statistical"):
             weights.allocate("predictor", dtype_bytes(dtype, float(self._predictor_weights.sum())))
-        if self.reuse:  # without reuse the rows read land in a streaming buffer, not counted (like naive's)
-            memories[ctx.placement.window].allocate("ffn_window", self.matrix.allocated_bytes)
         self.resident_bytes = model.attention_bytes_per_layer(dtype)  # per layer, in the weights memory
+
+    def _rows(self, ctx: RunContext, peak: np.ndarray, largest: np.ndarray) -> np.ndarray:
+        """[L] rows of each layer's FFN matrix: the dry run's peak, or (``window_rows: budget``) what the budget
+        leaves: every layer first gets room for 1.25 x its largest one-token set, the rest is shared in proportion
+        to what the peaks need beyond that; never more than the peak."""
+        if self.config.window_rows == "peak":
+            return peak
+        free_rows = int(ctx.devices.memories[ctx.placement.window].budget_free_bytes // self.neuron_bytes)
+        if free_rows >= peak.sum():
+            return peak
+        base = np.minimum(np.ceil(1.25 * largest).astype(np.int64), peak)  # [L]
+        if base.sum() > free_rows:
+            need = format_bytes(float(base.sum()) * self.neuron_bytes)
+            raise CapacityError(f"llm_in_flash: the budget leaves {format_bytes(free_rows * self.neuron_bytes)} for "
+                                f"the FFN window; one token's neurons with headroom need {need}")  # fmt: skip
+        extra = peak - base
+        share = np.floor(extra * ((free_rows - base.sum()) / max(int(extra.sum()), 1))).astype(np.int64)
+        return base + share
 
     # ---- per token --------------------------------------------------------------------------------------
     def _friends_of(self, window: SlidingWindow, pred_bits: np.ndarray, needed: np.ndarray | None = None):
@@ -242,17 +272,19 @@ class LlmInFlash:
     def _window_step(self, t: int, tok: TokenMasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Window + memory management: (flat indices ``l * n + i`` of the neurons to read [N] ascending, bytes
         copied [L], FFN neurons computed [L])."""
-        if isinstance(self.layout, CoactivationLayout):  # what is read: the missing predicted neurons; their bundles
-            needed = bits.flat_indices(self.window.missing_bits(tok.pred_bits), self.n)  # bring friends, stored too
-            step = self.window.step_bits(tok.pred_bits, self._friends_of(self.window, tok.pred_bits, needed))
-            load = step.load_flat()
-        else:  # what is read is exactly what the window loads
-            step = self.window.step_bits(tok.pred_bits)
-            needed = load = step.load_flat()  # [N] one extraction, shared by the matrix and the plans
         try:
+            if isinstance(self.layout, CoactivationLayout):  # what is read: the missing predicted neurons, whose
+                needed = bits.flat_indices(self.window.missing_bits(tok.pred_bits), self.n)  # bundles bring friends
+                step = self.window.step_bits(tok.pred_bits, self._friends_of(self.window, tok.pred_bits, needed))
+                load = step.load_flat()
+            else:  # what is read is exactly what the window loads
+                step = self.window.step_bits(tok.pred_bits)
+                needed = load = step.load_flat()  # [N] one extraction, shared by the matrix and the plans
             mem = self.matrix.step_flat(load, step.evict_flat())
         except ValueError as err:
-            raise CapacityError(f"llm_in_flash: {err} (raise policy.capacity_tokens above {t})") from None
+            budget = self.config.window_rows == "budget"
+            fix = "raise the budget" if budget else f"raise policy.capacity_tokens above {t}"
+            raise CapacityError(f"llm_in_flash: {err} ({fix})") from None
         window = self.ctx.devices.memories[self.ctx.placement.window]
         window.occupy("ffn_window", float(mem.n_rows.sum()) * self.neuron_bytes)
         copied = mem.copied_bytes if self.config.memory_management else mem.n_rows * self.neuron_bytes
@@ -302,6 +334,8 @@ class LlmInFlash:
             "memmgmt_rows_moved": float(mem.moves.sum()) if mem is not None else 0.0,
             "memmgmt_bytes": float(copied.sum()),
         }
+        if self.reuse and self.config.window_rows == "budget":  # layers (summed over steps) whose window was cut
+            self._stats["window_shortened_layers"] = float(self.window.shortened)
 
     def kv_tokens_held(self, tokens: int) -> float:
         return float(tokens)
