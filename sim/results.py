@@ -5,8 +5,10 @@ Files:
 - ``tokens.parquet`` — one row per (case, step): its phase (prefill chunk or decode step of the batch), requests
   and tokens, io_stall_s, xfer_s, memmgmt_s, compute_s, total_s, bytes per device, memory in use, policy statistics;
 - ``requests.parquet`` — one row per (case, request): arrival, prompt and output lengths, first token, finish;
-- ``summary.json`` / ``summary.csv`` — per case: mean latency breakdown (ms), p50/p99, tokens/s, flash bytes
-  and throughput, DRAM tenants, SimPy events per token, which activation trace drove it;
+- ``summary.json`` / ``summary.csv`` — per case: ``status`` (``ok``, or ``does_not_fit`` with the one-line
+  ``error``: among several cases one that does not fit its memory is a row, not a crash), the swept values typed
+  (``sweep.<path>``: bytes, seconds), mean latency breakdown (ms), p50/p99, tokens/s, flash bytes and throughput,
+  DRAM tenants, SimPy events per token, which activation trace drove it;
 - ``timeline.json`` — Chrome / Perfetto trace of device activity for the first ``timeline_tokens`` tokens;
 - ``comparison.csv`` — when cases state published numbers: case,metric,role,published,simulated,error_pct;
 - ``about.md`` — what was run: description, the paper figure it reproduces, what was calibrated, and per case
@@ -35,9 +37,10 @@ def write_results(tmp: Path, experiment_path: Path, cases: Sequence[Case], resul
         "published": {c.name: c.published for c in cases if c.published},
     }
     (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    tokens = pd.concat([r.tokens.assign(case=r.name) for r in results], ignore_index=True)
+    ran = [r for r in results if r.summary["status"] == "ok"]  # cases that do not fit have a summary row only
+    tokens = pd.concat([r.tokens.assign(case=r.name) for r in ran], ignore_index=True)
     tokens.to_parquet(tmp / "tokens.parquet", index=False)
-    requests = pd.concat([r.requests.assign(case=r.name) for r in results], ignore_index=True)
+    requests = pd.concat([r.requests.assign(case=r.name) for r in ran], ignore_index=True)
     requests.to_parquet(tmp / "requests.parquet", index=False)
     summaries = [r.summary for r in results]
     (tmp / "summary.json").write_text(json.dumps(summaries, indent=2))
@@ -67,7 +70,7 @@ def about(experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseRe
         c = case.config
         lines.append(
             f"| {case.name} | {case.hardware.name} | {case.model.name} | {c.dtype} | {c.processor} | "
-            f"{c.policy.name} | {result.summary['activations']} |"
+            f"{c.policy.name} | {result.summary.get('activations', 'did not fit: ' + result.summary['error'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -78,7 +81,7 @@ def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd
     rows = []
     for case, result in zip(cases, results, strict=True):
         for metric, published in case.published.items():
-            simulated = float(result.summary[metric])
+            simulated = float(result.summary.get(metric, float("nan")))  # nan: the case did not fit
             error = 100.0 * (simulated - published) / published if published else float("nan")
             rows.append(
                 {
@@ -96,7 +99,7 @@ def comparison_table(cases: Sequence[Case], results: Sequence[CaseResult]) -> pd
 def chrome_trace(results: Sequence[CaseResult]) -> dict:
     """Chrome trace-event JSON: one process per case, one thread per device track, times in us."""
     events = []
-    for pid, result in enumerate(results):
+    for pid, result in enumerate(r for r in results if r.summary["status"] == "ok"):
         spans = result.spans
         tracks = sorted(set(spans.track))
         tid = {t: i for i, t in enumerate(tracks)}

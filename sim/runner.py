@@ -26,8 +26,8 @@ from sim.config.base import StrictModel, load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
 from sim.config.workload import Uniform
-from sim.engine.simulate import CaseResult, check_case, make_requests, simulate_case
-from sim.errors import ConfigError, SimError
+from sim.engine.simulate import CaseResult, check_case, does_not_fit, make_requests, simulate_case
+from sim.errors import CapacityError, ConfigError, SimError
 from sim.lab.accuracy import AccuracyConfig, run_accuracy
 from sim.lab.kv_accuracy import KVAccuracyConfig, run_kv_accuracy
 from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
@@ -94,7 +94,13 @@ def validate_experiment(path: str | Path, overrides: dict[str, Any] | None = Non
     cases = load_experiment(path, overrides)
     lines += [f"note: {note}" for note in notes_of(cases)]
     for case in cases:
-        check_case(case, cache)  # what run does before the first token: traces opened, memory allocated
+        try:
+            check_case(case, cache)  # what run does before the first token: traces opened, memory allocated
+        except CapacityError as err:
+            if len(cases) == 1:
+                raise
+            lines.append(f"does not fit  {case.name}: {err}")  # a result of a sweep, as run records it
+            continue
         c = case.config
         lines.append(
             f"ok  {case.name}: {case.model.name} {c.dtype} on {case.hardware.name}/{c.processor}, "
@@ -135,6 +141,11 @@ def run_experiment(
         print(f"note: {note}", file=sys.stderr)
     folder = ResultsFolder(out)  # refuses a bad --out before any work
     results = _simulate_all(cases, progress, workers)
+    failed = [r for r in results if r.summary["status"] != "ok"]
+    if len(failed) == len(results):
+        raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")
+    for r in failed:
+        print(f"note: case {r.name} does not fit (a row of summary.csv): {r.summary['error']}", file=sys.stderr)
     with folder as tmp:
         write_results(tmp, path, cases, results)
         for script in plot_scripts(path, cases) if plots else []:
@@ -166,8 +177,18 @@ def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1) -> li
         results, cache = [], {}
         for case in cases:
             bar.set_postfix_str(case.name)
-            results.append(simulate_case(case, progress=bar.update, cache=cache))
+            results.append(_simulate_point(case, len(cases) > 1, cache, bar.update))
     return results
+
+
+def _simulate_point(case: Case, many: bool, cache: dict, progress=None) -> CaseResult:
+    """One case; among several, one that does not fit its memory is a result row (the others go on)."""
+    try:
+        return simulate_case(case, progress=progress, cache=cache)
+    except CapacityError as err:
+        if not many:
+            raise
+        return does_not_fit(case, err)
 
 
 def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int) -> list[CaseResult]:
@@ -211,7 +232,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def _simulate_group(cases: Sequence[Case]) -> list[CaseResult]:
     cache: dict = {}
-    return [simulate_case(case, cache=cache) for case in cases]
+    return [_simulate_point(case, True, cache) for case in cases]
 
 
 def run_plot(script: Path, results_dir: Path) -> None:

@@ -10,6 +10,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -169,16 +170,28 @@ def test_workers_beyond_reason(tmp_path, capsys):
 
 
 def test_a_config_error_inside_a_worker_is_the_same_line(tmp_path, capsys):
-    exp = _write(
-        tmp_path,
-        {
-            **BASE,
-            "cases": [{"name": "ok"}, {"name": "tight", "set": {"policy.name": "all_dram", "dram_budget": "1 kB"}}],
-        },  # noqa: E501
-    )
+    acts = {"source": "trace", "path": str(TRACE)}
+    policy = {"name": "llm_in_flash", "capacity_tokens": 4}
+    long = {"model": "smollm2-135m", "decode_tokens": 961, "activations": acts, "policy": policy}
+    exp = _write(tmp_path, {**BASE, "cases": [{"name": "ok"}, {"name": "long", "set": long}]})
     code, err = _cli(tmp_path, capsys, "run", str(exp), "--workers", "2", "--quiet", "--no-plots",
                      "--out", str(tmp_path / "out"))  # fmt: skip
-    assert code == 2 and err.count("\n") == 1 and "(case tight): dram: cannot allocate" in err
+    assert code == 2 and err.count("\n") == 1 and "(case long): decode_tokens: 961 steps need" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_case_that_does_not_fit_is_a_row_among_others_and_an_error_alone(tmp_path, capsys):
+    tight = {"policy.name": "all_dram", "dram_budget": "1 kB"}
+    exp = _write(tmp_path, {**BASE, "cases": [{"name": "ok"}, {"name": "tight", "set": tight}]})
+    code, err = _cli(tmp_path, capsys, "run", str(exp), "--workers", "2", "--quiet", "--no-plots",
+                     "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 0 and "note: case tight does not fit" in err
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case")
+    assert summary.loc["ok", "status"] == "ok" and summary.loc["tight", "status"] == "does_not_fit"
+    assert "(case tight): dram: cannot allocate" in summary.loc["tight", "error"]
+    (solo := tmp_path / "solo").mkdir()
+    alone = _write(solo, {**BASE, **{"policy": {"name": "all_dram"}, "dram_budget": "1 kB"}}, "alone.yaml")
+    _expect_one_line(solo, capsys, alone, r"alone\.yaml \(case e\): dram: cannot allocate")
 
 
 def test_workers_die_with_their_parent(tmp_path):

@@ -22,7 +22,9 @@ def results_dir() -> Path:
 
 
 def summary(folder: Path) -> pd.DataFrame:
-    return pd.DataFrame(json.loads((folder / "summary.json").read_text()))
+    """The cases that ran (cases that did not fit their memory are rows of summary.csv with status does_not_fit)."""
+    s = pd.DataFrame(json.loads((folder / "summary.json").read_text()))
+    return s[s["status"] == "ok"].reset_index(drop=True) if "status" in s else s
 
 
 def save(fig: plt.Figure, path: Path) -> None:

@@ -20,6 +20,7 @@ from sim.config.profiles import load_model
 
 folder = results_dir()
 s = pd.read_csv(folder / "summary.csv")
+s = s[s["status"] == "ok"].reset_index(drop=True)  # cases that did not fit their budget are rows without numbers
 tokens = pd.read_parquet(folder / "tokens.parquet")
 tokens = tokens[tokens["phase"] == "decode"]  # per decoded token (prefill steps are rows too)
 sweep = [c for c in s.columns if c.startswith("sweep.")]

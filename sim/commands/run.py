@@ -43,6 +43,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     summary = json.loads((out / "summary.json").read_text())
     for s in summary:
+        if s["status"] != "ok":
+            print(f"{s['case']:<24} does not fit (see summary.csv)")
+            continue
         print(
             f"{s['case']:<24} total {s['total_ms']:9.2f} ms/token  (io {s['io_ms']:.2f}, xfer {s['xfer_ms']:.2f}, "
             f"mem {s['memmgmt_ms']:.2f}, compute {s['compute_ms']:.2f})  "

@@ -20,7 +20,7 @@ from sim.engine.executor import Executor, StepTimes
 from sim.engine.placement import Placement
 from sim.engine.requests import Request, Scheduler, Step
 from sim.engine.serve import KVCache, serve
-from sim.engine.summary import summarise
+from sim.engine.summary import summarise, sweep_columns
 from sim.engine.timing import PRIORITY
 from sim.errors import CapacityError, ConfigError, SimError, located
 from sim.layout import BaseLayout, build_layout
@@ -62,6 +62,14 @@ def simulate_case(
     ``progress(n)`` is called with the tokens each decode step emits."""
     with _located(case):
         return _simulate(prepare_case(case, timeline, cache), progress)
+
+
+def does_not_fit(case: Case, err: SimError) -> CaseResult:
+    """The result of a case whose set-up or run did not fit its memory: a summary row saying so (status
+    ``does_not_fit`` and the one-line error), no steps -- a budget sweep's boundary is a result, not a crash."""
+    summary = {"case": case.name, "status": "does_not_fit", "error": str(err), **sweep_columns(case),
+               "hardware": case.hardware.name, "model": case.model.name, "policy": case.config.policy.name}  # fmt: skip
+    return CaseResult(case.name, pd.DataFrame(), pd.DataFrame(), summary, NullRecorder())
 
 
 def check_case(case: Case, cache: dict | None = None) -> None:

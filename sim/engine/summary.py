@@ -21,6 +21,21 @@ GB = 1e9
 BREAKDOWN = ("io_stall_s", "xfer_s", "memmgmt_s", "compute_s", "total_s")
 
 
+def sweep_columns(case: Case) -> dict[str, Any]:
+    """``sweep.<path>`` columns of a case from a sweep, typed as the resolved config holds them (a budget in bytes,
+    a latency in seconds), not as the YAML spelt them; a value the config does not hold as a scalar stays raw."""
+    out = {}
+    for dotted, raw in (case.sweep or {}).items():
+        node: Any = case.config.model_dump()
+        parts = dotted.split(".")
+        if parts[0] == "hardware_overrides":  # overrides are merged into the profile: read the parsed profile
+            node, parts = case.hardware.model_dump(), parts[1:]
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        out[f"sweep.{dotted}"] = node if isinstance(node, int | float | str | bool) else raw
+    return out
+
+
 def summarise(
     case: Case,
     steps: pd.DataFrame,
@@ -41,7 +56,9 @@ def summarise(
     flash_bytes = float(decode["flash_bytes"].sum())
     return {
         "case": case.name,
-        **{f"sweep.{k}": v for k, v in (case.sweep or {}).items()},
+        "status": "ok",
+        "error": "",
+        **sweep_columns(case),
         "hardware": case.hardware.name,
         "model": case.model.name,
         "policy": case.config.policy.name,
