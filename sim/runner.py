@@ -26,6 +26,7 @@ from sim.config.base import StrictModel, load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
 from sim.config.workload import Uniform
+from sim.dask_executor import simulate_on_dask
 from sim.engine.simulate import CaseResult, check_case, does_not_fit, make_requests, simulate_case
 from sim.errors import CapacityError, ConfigError, SimError
 from sim.lab.accuracy import AccuracyConfig, run_accuracy
@@ -125,6 +126,8 @@ def run_experiment(
     plots: bool = True,
     progress: bool = True,
     workers: int = 1,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> Path:
     """Run an experiment file and write its results folder; returns its path.
 
@@ -140,7 +143,10 @@ def run_experiment(
     for note in notes_of(cases):
         print(f"note: {note}", file=sys.stderr)
     folder = ResultsFolder(out)  # refuses a bad --out before any work
-    results = _simulate_all(cases, progress, workers)
+    if executor == "dask":
+        results = simulate_on_dask(cases, _simulate_group, workers, scheduler, progress)
+    else:
+        results = _simulate_all(cases, progress, workers)
     failed = [r for r in results if r.summary["status"] != "ok"]
     if len(failed) == len(results):
         raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")

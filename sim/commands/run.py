@@ -26,6 +26,8 @@ MAX_WORKERS = 1024
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.scheduler and args.executor != "dask":
+        raise ConfigError("--scheduler", "", "needs --executor dask", args.scheduler)
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ConfigError(
             "--workers", "", f"must be from 1 to {MAX_WORKERS} (it is capped by cases and cores)", args.workers
@@ -37,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         progress=not args.quiet,
         workers=args.workers,
+        executor=args.executor,
+        scheduler=args.scheduler,
     )
     if not (out / "summary.json").is_file():  # other kinds (accuracy) print their own progress
         print(f"results: {out}")
@@ -71,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-plots", action="store_true", help="skip the plot scripts")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--workers", type=int, default=1, help="simulate cases in N local processes (default 1)")
+    executor_help = "local processes (default) or Dask: --scheduler ADDRESS, else a LocalCluster of --workers"
+    run.add_argument("--executor", choices=("local", "dask"), default="local", help=executor_help)
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler (tcp://host:8786)")
     run.set_defaults(func=_run)
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("file", type=Path)
