@@ -8,6 +8,7 @@ all of it, plots included, succeeded.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sim import points
 from sim.config.base import StrictModel, load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
@@ -128,6 +130,7 @@ def run_experiment(
     workers: int = 1,
     executor: str = "local",
     scheduler: str | None = None,
+    fresh: bool = False,
 ) -> Path:
     """Run an experiment file and write its results folder; returns its path.
 
@@ -144,9 +147,9 @@ def run_experiment(
         print(f"note: {note}", file=sys.stderr)
     folder = ResultsFolder(out)  # refuses a bad --out before any work
     if executor == "dask":
-        results = simulate_on_dask(cases, _simulate_group, workers, scheduler, progress)
+        results = simulate_on_dask(cases, functools.partial(_simulate_group, fresh=fresh), workers, scheduler, progress)
     else:
-        results = _simulate_all(cases, progress, workers)
+        results = _simulate_all(cases, progress, workers, fresh)
     failed = [r for r in results if r.summary["status"] != "ok"]
     if len(failed) == len(results):
         raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")
@@ -173,31 +176,40 @@ def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plo
     return out
 
 
-def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1) -> list[CaseResult]:
+def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1, fresh: bool = False) -> list[CaseResult]:
     """Simulate the cases in order, or in ``workers`` local processes (each case is a pure function of its
     config and seed, so results are identical either way; trace readers are then shared per process only)."""
     if workers > 1 and len(cases) > 1:
-        return _simulate_parallel(cases, progress, workers)
+        return _simulate_parallel(cases, progress, workers, fresh)
     total = sum(r.decode_tokens for c in cases for r in make_requests(c.config))
     with tqdm(total=total, unit="tok", disable=None if progress else True, desc="simulating", leave=False) as bar:
         results, cache = [], {}
         for case in cases:
             bar.set_postfix_str(case.name)
-            results.append(_simulate_point(case, len(cases) > 1, cache, bar.update))
+            results.append(_simulate_point(case, len(cases) > 1, cache, bar.update, fresh))
     return results
 
 
-def _simulate_point(case: Case, many: bool, cache: dict, progress=None) -> CaseResult:
-    """One case; among several, one that does not fit its memory is a result row (the others go on)."""
+def _simulate_point(case: Case, many: bool, cache: dict, progress=None, fresh: bool = False) -> CaseResult:
+    """One case; among several, one that does not fit its memory is a result row (the others go on). A point
+    finished before (same inputs, same code: :mod:`sim.points`) is loaded instead of run, unless ``fresh``."""
+    key = points.point_key(case, timeline=True)
+    found = None if fresh else points.load(key)
+    if found is not None:
+        if progress is not None:
+            progress(sum(r.decode_tokens for r in make_requests(case.config)))
+        return found
     try:
-        return simulate_case(case, progress=progress, cache=cache)
+        result = simulate_case(case, progress=progress, cache=cache)
     except CapacityError as err:
         if not many:
             raise
         return does_not_fit(case, err)
+    points.store(key, result)
+    return result
 
 
-def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int) -> list[CaseResult]:
+def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int, fresh: bool) -> list[CaseResult]:
     """Groups of consecutive cases (a few per worker, so a slow group does not hold the others up) each run in one
     process with one cache: the cases of a group open and calibrate their trace once, as in a serial run."""
     workers = min(workers, len(cases), os.cpu_count() or 1)
@@ -205,7 +217,7 @@ def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int) -> l
     bounds = [len(cases) * g // n_groups for g in range(n_groups + 1)]
     groups = [list(cases[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(_simulate_group, group): len(group) for group in groups}
+        futures = {pool.submit(_simulate_group, group, fresh): len(group) for group in groups}
         with tqdm(
             total=len(cases), unit="case", disable=None if progress else True, desc="simulating", leave=False
         ) as bar:
@@ -236,9 +248,9 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _simulate_group(cases: Sequence[Case]) -> list[CaseResult]:
+def _simulate_group(cases: Sequence[Case], fresh: bool = False) -> list[CaseResult]:
     cache: dict = {}
-    return [_simulate_point(case, True, cache) for case in cases]
+    return [_simulate_point(case, True, cache, fresh=fresh) for case in cases]
 
 
 def run_plot(script: Path, results_dir: Path) -> None:

@@ -29,6 +29,20 @@ def smollm(model_path: Path):
     return cfg, w, load_tokenizer(reader)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def points_dir(tmp_path_factory):
+    """Finished points (sim/points.py) go to a folder of this session, never the user's cache."""
+    import os
+
+    before = os.environ.get("SIM_POINTS_DIR")
+    os.environ["SIM_POINTS_DIR"] = str(tmp_path_factory.mktemp("points"))
+    yield
+    if before is None:
+        os.environ.pop("SIM_POINTS_DIR", None)
+    else:
+        os.environ["SIM_POINTS_DIR"] = before
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that uses the model fixtures must be marked ``model`` (so ``-m 'not model'`` really skips it)."""
     for item in items:

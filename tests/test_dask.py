@@ -20,7 +20,8 @@ TRACE = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
 
 def test_a_local_cluster_gives_the_serial_results(tmp_path):
     path, sets = EXPERIMENTS / "lif_baselines.yaml", {"decode_tokens": 3}
-    dask = run_experiment(path, tmp_path / "dask", sets, plots=False, progress=False, executor="dask", workers=2)
+    dask = run_experiment(path, tmp_path / "dask", sets, plots=False, progress=False, executor="dask", workers=2,
+                          fresh=True)  # fmt: skip
     serial = run_experiment(path, tmp_path / "serial", sets, plots=False, progress=False)
     for name in ("tokens.parquet", "requests.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(dask / name), pd.read_parquet(serial / name))

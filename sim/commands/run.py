@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         executor=args.executor,
         scheduler=args.scheduler,
+        fresh=args.fresh,
     )
     if not (out / "summary.json").is_file():  # other kinds (accuracy) print their own progress
         print(f"results: {out}")
@@ -78,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     executor_help = "local processes (default) or Dask: --scheduler ADDRESS, else a LocalCluster of --workers"
     run.add_argument("--executor", choices=("local", "dask"), default="local", help=executor_help)
     run.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler (tcp://host:8786)")
+    run.add_argument("--fresh", action="store_true", help="recompute points finished before (see sim/points.py)")
     run.set_defaults(func=_run)
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("file", type=Path)
