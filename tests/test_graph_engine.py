@@ -68,6 +68,7 @@ def test_two_jobs_on_one_fair_shared_device_take_the_sum():
     times = run_graph(g)
     assert not times.closed_form  # they contend: the event path
     assert times.total_s == pytest.approx(LAT + 4e-3, rel=1e-12)  # work conserving: (a + b) / bandwidth
+    assert times.bound_s == pytest.approx(4e-3, rel=1e-12)  # the device's work; its latency can overlap
     assert times.busy_s["flash"] == pytest.approx(4e-3, rel=1e-12)
     assert times.bytes["flash_bytes"] == 4 * 10**6
 
@@ -110,6 +111,9 @@ def test_closed_form_equals_the_event_path_on_random_graphs(data):
     assert (fast.start_s, fast.end_s, fast.stage_s, fast.bytes) == (slow.start_s, slow.end_s, slow.stage_s, slow.bytes)
     assert sum(slow.stage_s.values()) == pytest.approx(slow.total_s, rel=1e-12)
     assert all(slow.total_s >= busy * (1 - 1e-12) for busy in slow.busy_s.values())
+    assert slow.total_s >= slow.bound_s * (1 - 1e-12)  # the analytic lower bound is one
+    if fast.closed_form:
+        assert fast.bound_s == pytest.approx(fast.total_s, rel=1e-12)  # no contention: the critical path is the step
 
 
 def _experiment(**fields) -> Path:

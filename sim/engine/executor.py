@@ -42,6 +42,7 @@ class StepTimes:
     bytes: dict[str, float]  # flash_bytes, <link>_<src>_to_<dst>_bytes, <memory>_copy_bytes
     busy_s: dict[str, float]  # device track -> seconds with at least one job in service
     closed_form: bool  # took the closed-form path
+    bound_s: float  # analytic lower bound: max(critical path of latency + work, the busiest device's work)
 
     @property
     def total_s(self) -> float:
@@ -59,6 +60,20 @@ class _Job:
     counter: str  # byte counter it adds to ("" for kernels)
     nbytes: float
     priced: Priced | None = None  # reads only
+
+
+def lower_bound_s(graph: Graph, jobs: list[_Job]) -> float:
+    """The step's analytic lower bound: no schedule beats its critical path (each job's latency + exclusive work,
+    along the dependencies) nor its busiest device (the work of all jobs sharing it, bytes / bandwidth and
+    FLOPs or bytes / peak). The gap between it and the simulated time is contention, queueing and what the
+    pipeline could not overlap."""
+    finish = [0.0] * len(jobs)
+    work: dict[int, float] = {}
+    for i, job in enumerate(jobs):
+        ready = max((finish[d] for d in graph.after[i]), default=0.0)
+        finish[i] = ready + job.latency_s + job.work_s
+        work[id(job.device)] = work.get(id(job.device), 0.0) + job.work_s
+    return max(max(finish, default=0.0), max(work.values(), default=0.0))
 
 
 class Executor:
@@ -233,4 +248,4 @@ class Executor:
             for i, job in enumerate(jobs):
                 if end[i] > issue[i] or graph.kind[i] == "run":
                     recorder.span(job.track, graph.tag[i], issue[i], end[i], job.nbytes)
-        return StepTimes(start_s, end_s, stage_s, nbytes, busy, closed_form)
+        return StepTimes(start_s, end_s, stage_s, nbytes, busy, closed_form, lower_bound_s(graph, jobs))

@@ -207,7 +207,8 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseRes
         recorder.span("step", f"{step.phase} {step.index}", times.start_s, times.end_s)
         recorder.enabled = recorder.enabled and recording["decode_steps"] < cfg.timeline_tokens
         used = {f"{name}_used_bytes": m.occupied_bytes(budgeted=True) for name, m in devices.memories.items()}
-        state = used | {"kv_bytes": kv.held_bytes, "flash_busy_s": times.busy_s.get(devices.flash.name, 0.0)}
+        state = used | {"kv_bytes": kv.held_bytes, "flash_busy_s": times.busy_s.get(devices.flash.name, 0.0),
+                    "bound_s": times.bound_s}  # fmt: skip
         rows.append(_row(step, times, zeros | times.bytes, state | prep.policy.step_stats()))
 
     env.process(serve(env, executor, prep.policy, scheduler, kv, on_step))

@@ -69,6 +69,8 @@ def summarise(
         "tokens": n_tokens,
         "decode_steps": len(decode),
         **mean_ms,
+        "bound_ms": MS * float(decode["bound_s"].mean()),  # analytic lower bound (sim/engine/executor.py)
+        "bound_gap_pct": round(100.0 * float(decode["total_s"].sum() / decode["bound_s"].sum() - 1.0), 6),
         "p50_total_ms": MS * float(decode["total_s"].quantile(0.5)),
         "p99_total_ms": MS * float(decode["total_s"].quantile(0.99)),
         "tokens_per_s": 1.0 / float(decode["total_s"].mean()),
