@@ -52,7 +52,7 @@ def _files(node: Any, base: Path | None) -> dict[str, str]:
         for value in node:
             out |= _files(value, base)
     elif isinstance(node, str) and ("/" in node or node.endswith((".trace", ".npz", ".yaml"))):
-        for candidate in ([base / node] if base else []) + [Path(node)]:
+        for candidate in ([base / node] if base else []) + [Path(node), SOURCE_ROOT.parent / node]:
             if candidate.is_file():
                 stat = candidate.stat()
                 out[node] = _file_hash(str(candidate.resolve()), stat.st_mtime_ns, stat.st_size)

@@ -151,6 +151,12 @@ def test_magicpig_reads_its_sampled_share_and_counts_its_hash_tables(tmp_path):
     (case,) = load_experiment(path)
     prep = prepare_case(case, timeline=False, cache=None)
     assert prep.policy.keys(4000) == (pytest.approx(0.05 * (4000 - 68)), 68.0)
+    h2o = {"attention_on": "cpu", "attention": {"name": "h2o", "budget": 0.01, "recent": 64}}
+    policy = prepare_case(load_experiment(_kv_case(tmp_path, policy=h2o))[0], timeline=False, cache=None).policy
+    assert policy.keys(4000) == (64.0, 0.0) and policy.kv_tokens_held(4000) == 64.0  # the budget includes recent
+    quest = {"attention_on": "cpu", "attention": {"name": "quest", "budget": 0.1, "page_tokens": 16}}
+    policy = prepare_case(load_experiment(_kv_case(tmp_path, policy=quest))[0], timeline=False, cache=None).policy
+    assert policy.keys(4000) == (25 * 16 + 250, 0.0)  # 25 pages read whole + one K-sized min/max pair per page
     tables = prep.devices.memories["dram"].tenants()["hash_tables"]
     assert tables == 4 * 8 * 100 * (4000 + 3) * 2 * 2  # layers x kv heads x L x context x 2 B x batch
     default = {"attention_on": "cpu", "attention": {"name": "magicpig", "K": 10, "L": 150}}

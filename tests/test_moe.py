@@ -74,3 +74,17 @@ def test_the_projection_onto_an_moe_shape_covers_every_experts_neurons(tmp_path)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(exp))
     (case,) = load_experiment(tmp_path / "p.yaml")
     assert simulate_case(case, timeline=False).summary["tokens"] == 2
+
+
+def test_a_prefill_chunk_routes_every_prompt_token(tmp_path):
+    m = load_model("mixtral-8x7b")
+    expert = dtype_bytes("hqq2_g16", sum(m.op_weights(op) for op in m.ffn_ops))
+    exp = tmp_path / "p.yaml"
+    spec = {"name": "moe", "hardware": "pc-high-rtx4090", "model": "mixtral-8x7b", "processor": "gpu",
+            "context_tokens": 64, "decode_tokens": 2, "prefill_chunk_tokens": 64, "timeline_tokens": 0,
+            "policy": {"name": "moe_offload", "experts_on": "dram", "expert_dtype": "hqq2_g16"}}  # fmt: skip
+    exp.write_text(yaml.safe_dump(spec))
+    (case,) = load_experiment(exp)
+    steps = simulate_case(case, timeline=False).tokens.set_index("phase")
+    prefill = float(steps.loc["prefill", "moe_experts_loaded_bytes"])
+    assert prefill > 5 * m.n_layers * expert  # 64 tokens use most experts of a layer, not only one token's 2

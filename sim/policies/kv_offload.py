@@ -96,7 +96,7 @@ class KVOffload:
         p = self.policy
         path = Path(self.config.qk_trace)
         path = path if path.is_absolute() else REPO_ROOT / path
-        return mean_sample_probability(path, p.K, p.L, p.sinks)
+        return mean_sample_probability(path, p.K, p.L, p.sinks, p.window)
 
     def _table_bytes(self, ctx: RunContext) -> float:
         m, T = ctx.model, ctx.max_context_tokens
@@ -111,12 +111,14 @@ class KVOffload:
             return float(T), 0.0
         if p.name == "streaming":
             return float(min(T, p.sinks + p.window)), 0.0
-        if p.name in ("h2o", "topk"):
+        if p.name == "topk":
             return float(math.ceil(p.budget * T)), 0.0
+        if p.name == "h2o":  # the budget includes the recent tokens (sim/kv/selection.py)
+            return float(min(T, max(math.ceil(p.budget * T), p.recent))), 0.0
         if p.name == "quest":
             pages = math.ceil(T / p.page_tokens)
             chosen = min(pages, max(1, math.ceil(p.budget * T / p.page_tokens)))
-            return float(min(T, chosen * p.page_tokens) + 2 * pages), 0.0
+            return float(min(T, chosen * p.page_tokens) + pages), 0.0  # + each page's min and max key (K-sized)
         exact = float(min(T, p.sinks + p.window))  # magicpig: sinks + window with the processor
         return self.sampled_fraction * max(T - exact, 0.0), exact
 
@@ -146,7 +148,7 @@ class KVOffload:
         if kv != self.here and keys > 0 and layer not in self.dense:  # fetch the KV cache over the link
             deps = (g.transfer(kv, self.here, self._kv_bytes(keys), deps, tag=f"L{layer} kv fetch"),)
         att = g.run(self.processor, core, deps, tag=f"L{layer} attention")
-        if step.phase == "prefill" and kv != self.here:  # the chunk's new K/V go to the KV memory
+        if step.phase == "prefill" and kv != self.here and layer not in self.dense:  # new K/V to the KV memory
             return (att, g.transfer(self.here, kv, self._kv_bytes(step.n_tokens), (after,), tag=f"L{layer} kv store"))
         return (att,)
 
@@ -191,7 +193,8 @@ class KVOffload:
             return ()
         m, p = self.ctx.model, self.policy
         entries = sum(T / 2**p.K for T in step.kv_tokens) * m.n_heads * p.L
-        return (Op("hash_probe", entries, entries * 2, self.ctx.kv_dtype, gathered=True),)
+        index = 2 if self.ctx.max_context_tokens < 65536 else 4  # bytes per index entry, as the tables'
+        return (Op("hash_probe", entries, entries * index, self.ctx.kv_dtype, gathered=True),)
 
     def _kv_bytes(self, keys: float) -> float:
         m = self.ctx.model
@@ -204,7 +207,7 @@ class KVOffload:
         if p.name == "streaming":
             return float(min(tokens, p.sinks + p.window))
         if p.name == "h2o":
-            return float(min(tokens, math.ceil(p.budget * tokens) + p.recent))
+            return float(min(tokens, max(math.ceil(p.budget * tokens), p.recent)))
         return float(tokens)
 
     def step_stats(self) -> dict[str, float]:

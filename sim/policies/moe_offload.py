@@ -122,17 +122,20 @@ class MoEOffload:
 
     # ---- routing and the cache -------------------------------------------------------------------------
     def _routed(self, step: Step, layer: int) -> dict[int, int]:
-        """{expert: tokens of the step routed to it} at ``layer``, each request's chain advanced by one token.
-        Computed once per (step, layer): a prefetch that peeks at the next layer sees what that layer will use."""
+        """{expert: tokens of the step routed to it} at ``layer``, each request's chain advanced by each of its new
+        tokens (a prefill chunk routes every prompt token). Computed once per (step, layer): a prefetch that peeks at
+        the next layer sees what that layer will use."""
         key = (step.index, layer)
         if key not in self._planned:
             m, (a, b) = self.ctx.model, self.chain[layer]
             counts: dict[int, int] = {}
             for rid, n_new in zip(step.requests, step.new_tokens, strict=True):
-                now = routing.step(self.rng, self.prev.get((rid, layer)), m.n_experts, m.experts_top_k, a, b)
+                now = self.prev.get((rid, layer))
+                for _ in range(n_new):
+                    now = routing.step(self.rng, now, m.n_experts, m.experts_top_k, a, b)
+                    for e in now.tolist():
+                        counts[e] = counts.get(e, 0) + 1
                 self.prev[(rid, layer)] = now
-                for e in now.tolist():
-                    counts[e] = counts.get(e, 0) + n_new
             self._planned = {k: v for k, v in self._planned.items() if k[0] == step.index} | {key: counts}
         return self._planned[key]
 
@@ -188,8 +191,8 @@ class MoEOffload:
             hits, misses = hits + len(cached), misses + len(missing)
             next_prefetch: dict[int, int] = {}
             if cfg.prefetch and layer + 1 < m.n_layers:
-                next_prefetch = self._prefetch(g, step, layer + 1, (attn,))
-                loaded += len(next_prefetch) * self.expert_bytes
+                next_prefetch, issued_bytes = self._prefetch(g, step, layer + 1, (attn,))
+                loaded += issued_bytes
             computes = []
             for e, n_tok in sorted(routed.items()):
                 deps = [router]
@@ -210,19 +213,18 @@ class MoEOffload:
                        "moe_experts_loaded_bytes": loaded, "moe_model_bytes": self.model_bytes}  # fmt: skip
         return g
 
-    def _prefetch(self, g: Graph, step: Step, layer: int, after: tuple[int, ...]) -> dict[int, int]:
-        """Guess ``layer``'s experts (each right with prefetch_accuracy, else a random expert) and load the guesses
-        not cached; returns expert -> load job for the guesses that turn out right."""
+    def _prefetch(self, g: Graph, step: Step, layer: int, after: tuple[int, ...]) -> tuple[dict[int, int], float]:
+        """Guess ``layer``'s experts (each right with prefetch_accuracy, else a random expert) and load each guess not
+        cached, once; returns (expert -> load job for every guess the layer routes, bytes read, wasted or not)."""
         m, cfg = self.ctx.model, self.config
-        jobs: dict[int, int] = {}
-        for e in sorted(self._routed(step, layer)):
+        routed = self._routed(step, layer)
+        issued: dict[int, int] = {}
+        for e in sorted(routed):
             guess = e if self.rng.random() < cfg.prefetch_accuracy else int(self.rng.integers(m.n_experts))
-            if guess in self.cache[layer] or guess in jobs:
-                continue
-            job = self._load(g, layer, guess, after)
-            if guess == e:
-                jobs[e] = job
-        return jobs
+            if guess not in self.cache[layer] and guess not in issued:
+                issued[guess] = self._load(g, layer, guess, after)
+        useful = {e: job for e, job in issued.items() if e in routed}
+        return useful, len(issued) * self.expert_bytes
 
     def kv_tokens_held(self, tokens: int) -> float:
         return float(tokens)
