@@ -179,3 +179,16 @@ def test_profile_paths_resolve_beside_the_experiment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the experiment's folder
     (case,) = load_experiment(exp)
     assert case.hardware.name == "child" and case.model.name == "model-uniform"
+
+
+def test_another_models_run_on_opt_densities_says_it_is_an_assumption(tmp_path):
+    trace = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
+    exp = tmp_path / "e.yaml"
+    exp.write_text(
+        f"name: e\nhardware: apple-m1-max\nmodel: llama-2-7b\npolicy: {{name: naive}}\n"
+        f"activations: {{source: projection, path: {trace}, density: opt-6.7b-table6}}\n"
+    )
+    (case,) = load_experiment(exp)
+    assert any("llama-2-7b use OPT-6.7B's Table 6 densities" in note and "assumption" in note for note in case.notes)
+    exp.write_text(exp.read_text().replace("llama-2-7b", "opt-6.7b"))
+    assert load_experiment(exp)[0].notes == ()

@@ -229,6 +229,16 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     return [_resolve_case(path, data, case, tuple(overrides or ())) for case in cases]
 
 
+def _assumed_statistics(config: ExperimentConfig, model: ModelProfile) -> tuple[str, ...]:
+    """A projection that gives another model OPT-6.7B's published densities is an assumption: say so."""
+    acts = config.activations
+    opt_densities = acts is not None and acts.source == "projection" and acts.density == "opt-6.7b-table6"
+    if opt_densities and model.name != "opt-6.7b":
+        return (f"activations of {model.name} use OPT-6.7B's Table 6 densities (no published statistics for "
+                f"{model.name}): an assumption, not a measurement",)  # fmt: skip
+    return ()
+
+
 def _shadowed(overrides: tuple[str, ...], case: CaseConfig) -> tuple[str, ...]:
     """Notes on ``--set`` paths that a case's own ``set`` replaces (the case wins: it is applied last)."""
     notes = []
@@ -252,7 +262,7 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides:
         if metric not in case.published:
             reason = "names a metric the case does not publish"
             raise ConfigError(f"{path} (case {case.name})", "calibrated", reason, metric)
-    notes = _shadowed(overrides, case)
+    notes = _shadowed(overrides, case) + _assumed_statistics(config, model)
     published, calibrated = dict(case.published), tuple(case.calibrated)
     return Case(case.name, config, hardware, model, published, raw, path, dict(case.sweep), notes, calibrated)
 
