@@ -6,6 +6,7 @@ is a new key), and whether a timeline is recorded. Its result (steps, requests, 
 ``$SIM_POINTS_DIR`` (default ``~/.cache/sparse-llm-sim/points``) through a temporary file and ``os.replace``, so
 a kill leaves either the whole point or nothing, and processes running points at once never see half of one.
 Only points that ran are stored (a point that does not fit is cheap to find again). ``--fresh`` recomputes.
+:func:`derived` stores arrays a point derives from its inputs the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 SOURCE_ROOT = Path(__file__).resolve().parent
 
@@ -73,6 +77,33 @@ def point_key(case, timeline: bool) -> str:
         "timeline": timeline,
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def derived(kind: str, inputs: list[np.ndarray], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """An array a run derives from its inputs (e.g. co-activation friends from a trace's masks), stored under the
+    sha256 of the inputs' bytes and the simulator's code, so a validate followed by a run, or the next sweep
+    point, computes it once. Written atomically like the points."""
+    digest = hashlib.sha256(kind.encode() + code_hash().encode())
+    for array in inputs:
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    path = points_dir() / "derived" / f"{kind}-{digest.hexdigest()}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):  # unreadable: compute it again
+            pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, value, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return value
 
 
 def load(key: str):

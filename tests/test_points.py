@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -75,3 +76,17 @@ def test_a_killed_sweep_completes_on_the_same_command(tmp_path):
     )
     assert list(resumed["case"]) == list(fresh["case"])  # every point once, in order
     assert (resumed["total_ms"].to_numpy() == fresh["total_ms"].to_numpy()).all()
+
+
+def test_derived_arrays_are_computed_once_per_content():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(5)
+
+    a = np.ones((3, 4), bool)
+    first = points.derived("t", [a], compute)
+    again = points.derived("t", [a], compute)
+    other = points.derived("t", [~a], compute)
+    assert (first == again).all() and (other == np.arange(5)).all() and len(calls) == 2

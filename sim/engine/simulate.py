@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from sim import points
 from sim.config.experiment import Case, ExperimentConfig
 from sim.config.workload import Uniform
 from sim.devices import Devices, build_devices
@@ -180,7 +181,12 @@ def _layout(case: Case, activations) -> BaseLayout:
         raise ConfigError(case.path or "experiment", "layout.name", "needs activations to pick friends from", name)
     n_masks = min(cfg.layout.coactivation_tokens, activations.n_tokens)
     masks = np.asarray(activations.masks(0, n_masks), bool)  # [T, L, n]
-    return build_layout(name, case.model, cfg.dtype, masks=masks)
+    packed = np.packbits(masks, axis=-1)  # the friends' key: the masks' content, 8x smaller to hash
+    shape = np.array(masks.shape)  # with the packed bits: the masks' exact content
+    friends = points.derived(
+        "friends", [shape, packed], lambda: build_layout(name, case.model, cfg.dtype, masks=masks).friends
+    )
+    return build_layout(name, case.model, cfg.dtype, friends=friends)
 
 
 def _check_flash_holds(case: Case, model_bytes: float) -> None:
