@@ -111,9 +111,7 @@ class MoEOffload:
 
     def _initial_cache(self, layer: int) -> dict[int, float]:
         cfg, m = self.config, self.ctx.model
-        if not cfg.cache_experts:
-            return {}
-        if cfg.cache_policy != "static":
+        if not cfg.cache_experts or cfg.cache_policy != "static":  # lru and lfu caches start empty
             return {}
         a, b = self.chain[layer]
         warm = routing.route(np.random.default_rng([layer, 7]), cfg.warmup_tokens, m.n_experts, m.experts_top_k, a, b)
@@ -150,9 +148,9 @@ class MoEOffload:
     def _admit(self, layer: int, experts: list[int]) -> None:
         cfg, cache = self.config, self.cache[layer]
         self.clock += 1
+        if cfg.cache_policy == "static" or not cfg.cache_experts:  # a static cache never changes
+            return
         for e in experts:
-            if cfg.cache_policy == "static" or not cfg.cache_experts:
-                continue
             if e in cache:
                 cache[e] = self.clock if cfg.cache_policy == "lru" else cache[e] + 1
                 continue
