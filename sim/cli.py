@@ -10,10 +10,19 @@ import argparse
 import signal
 import sys
 
-from sim.commands import flash_image, model, predictor, profiles, run, trace
+from sim.commands import calibrate, execute, flash_image, model, predictor, profiles, run, trace
 from sim.errors import SimError
 
-COMMANDS = (flash_image, model, predictor, profiles, run, trace)  # in the order `python -m sim --help` lists them
+COMMANDS = (
+    calibrate,
+    execute,
+    flash_image,
+    model,
+    predictor,
+    profiles,
+    run,
+    trace,
+)  # in the order `python -m sim --help` lists them
 
 
 class _Parser(argparse.ArgumentParser):

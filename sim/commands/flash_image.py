@@ -63,7 +63,7 @@ def _write(args: argparse.Namespace) -> int:
         raise ConfigError("--model", "model", "GGUF shapes differ from the profile", args.model)
     options = {"masks": _friend_masks(args)} if args.layout == "coactivation" else {}
     layout = build_layout(args.layout, profile, args.dtype, **options)
-    manifest = write_image(weights, profile, layout, args.out, args.dtype)
+    manifest = write_image(weights, profile, layout, args.out, args.dtype, cfg)
     print(f"wrote {args.out}: {manifest['total_bytes']} bytes, layout {args.layout}, dtype {args.dtype}")
     print(f"row {manifest['row_bytes']} B, neuron bundle {manifest['neuron_bytes']} B; manifest {args.out}.json")
     return 0

@@ -5,6 +5,10 @@ memories its :class:`~sim.engine.placement.Placement` names). Then, per step, :m
 step's work as a :class:`~sim.engine.graph.Graph` of device jobs -- reads, transfers, copies, kernels and what each
 waits for -- and never touches SimPy. :meth:`Policy.step_stats` adds policy columns (neurons loaded, hit rates) to
 the step's row.
+
+A policy that a real run can execute (:mod:`sim.real.executor`) also says what its bytes ARE, not only how many:
+:class:`Executable` -- which weights it holds from set-up on, which FFN neurons each layer of the last planned step
+computes, and which neurons its window's matrices hold row by row.
 """
 
 from __future__ import annotations
@@ -58,3 +62,24 @@ class Policy(Protocol):
 
     def step_stats(self) -> dict[str, float]:
         """Extra columns for the step last planned (e.g. neurons loaded, cache hit rate)."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """The weights a policy keeps in its weights memory from set-up on, by content."""
+
+    embeddings: bool  # the embedding table (and an untied LM head)
+    attention: bool  # every layer's q, k, v, o
+    ffn: list[np.ndarray]  # per layer: sorted FFN neurons resident from set-up (empty: none)
+
+
+class Executable(Protocol):
+    def held(self) -> Held:
+        """What :meth:`Policy.setup` allocated, by content."""
+
+    def ffn_neurons(self) -> list[np.ndarray] | None:
+        """Per layer, the sorted FFN neurons the last planned step computes; None: every neuron, densely."""
+
+    def window_matrix(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(capacity [L] rows preallocated per layer, neuron_at [L, width] neuron in each row of each layer's window
+        matrix after the last planned step, -1: free); None: the policy keeps no window."""

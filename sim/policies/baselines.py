@@ -25,7 +25,7 @@ from sim.engine.layers import LayerPlan, Pipeline, Transfer
 from sim.engine.requests import Step
 from sim.layout import EMBEDDINGS, coalesce
 from sim.models.profile import ATTENTION_OPS, ModelProfile, dtype_bytes
-from sim.policies.base import RunContext
+from sim.policies.base import Held, RunContext
 from sim.policies.ops import StepOps
 
 
@@ -67,6 +67,8 @@ class _Dense:
     """Shared plan building: dense compute of every layer, preload extents and resident bytes fixed per layer."""
 
     overlap = False
+    _holds_attention = True  # embeddings and attention resident (all but naive)
+    _held_neurons = np.zeros(0, np.int64)  # FFN neurons resident in every layer
 
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -95,6 +97,16 @@ class _Dense:
     def step_stats(self) -> dict[str, float]:
         return {}
 
+    # ---- Executable (sim.real.executor) ----
+    def held(self) -> Held:
+        return Held(self._holds_attention, self._holds_attention, [self._held_neurons] * self.ctx.model.n_layers)
+
+    def ffn_neurons(self) -> None:
+        return None
+
+    def window_matrix(self) -> None:
+        return None
+
     def kv_tokens_held(self, tokens: int) -> float:
         return float(tokens)
 
@@ -121,9 +133,12 @@ class AllDram(_Dense):
         self._hold_embeddings()
         self._hold("attention", model.attention_bytes_per_layer(dtype))
         self._hold("ffn", model.ffn_bytes_per_layer(dtype))
+        self._held_neurons = np.arange(model.n_experts * model.d_ff)
 
 
 class Naive(_Dense):
+    _holds_attention = False
+
     def __init__(self, config: NaiveConfig):
         self.config, self.overlap = config, config.overlap
 
@@ -148,6 +163,7 @@ class Hybrid(_Dense):
         n_resident = self._resident_neurons(ctx, n_neurons) if self.config.fill_budget else 0
         if n_resident:
             self._hold("ffn", n_resident * model.neuron_bytes(dtype))
+        self._held_neurons = np.arange(n_resident)
         streamed = np.arange(n_resident, n_neurons)
         self.preloads = [coalesce(ctx.layout.neuron_extents(l, streamed)) for l in range(model.n_layers)]
         self.resident_fraction = n_resident / n_neurons

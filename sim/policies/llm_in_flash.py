@@ -47,7 +47,7 @@ from sim.lif.predictor import LowRankPredictor, TrainConfig, predictor_weights
 from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
-from sim.policies.base import RunContext
+from sim.policies.base import Held, RunContext
 from sim.policies.baselines import placement_transfers
 from sim.policies.ops import StepOps
 from sim.units import format_bytes
@@ -98,6 +98,7 @@ class LlmInFlash:
     def __init__(self, config: LlmInFlashConfig):
         self.config = config
         self._stats: dict[str, float] = {}
+        self._last_token: TokenMasks | None = None  # the last planned decode step's masks (None: a prefill)
 
     # ---- setup ----------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
@@ -237,7 +238,7 @@ class LlmInFlash:
     def decode_plans(self, step: Step) -> list[LayerPlan]:
         """The layer plans of a decode step (step t of the request: source token t)."""
         t = step.positions[0]
-        tok = self.stream.token(t)
+        tok = self._last_token = self.stream.token(t)
         if self.reuse:
             needed, copied, n_ffn = self._window_step(t, tok)
         else:  # every predicted neuron is read, computed from the buffer it lands in, and dropped
@@ -254,6 +255,7 @@ class LlmInFlash:
     def _prefill(self, step: Step) -> Graph:
         """Every FFN neuron of each layer read (into a streaming buffer) and computed densely for the chunk."""
         ctx, cfg, n = self.ctx, self.config, step.n_tokens
+        self._last_token = None
         dense = self.ops.attention(step) + self.ops.ffn(self.n, n)
         plans = [
             LayerPlan(
@@ -339,6 +341,23 @@ class LlmInFlash:
 
     def kv_tokens_held(self, tokens: int) -> float:
         return float(tokens)
+
+    # ---- Executable (sim.real.executor) ----
+    def held(self) -> Held:
+        return Held(True, True, [np.zeros(0, np.int64)] * self.n_layers)
+
+    def ffn_neurons(self) -> list[np.ndarray] | None:
+        tok = self._last_token
+        if tok is None:  # prefill: every neuron, densely
+            return None
+        if self.config.ffn_compute == "resident":
+            return [np.sort(row[row >= 0]) for row in self.matrix.neuron_at]
+        flat = tok.pred_flat()  # [p] ascending l * n + i
+        bounds = np.searchsorted(flat, np.arange(self.n_layers + 1) * self.n)
+        return [flat[bounds[l] : bounds[l + 1]] - l * self.n for l in range(self.n_layers)]
+
+    def window_matrix(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return (self.matrix.capacity, self.matrix.neuron_at) if self.reuse else None
 
     def step_stats(self) -> dict[str, float]:
         return dict(self._stats)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from sim.errors import SimError
 from sim.lab.flash_image.writer import FORMAT, IMAGE_DTYPES, manifest_path
@@ -33,9 +34,20 @@ class MissingExtentError(SimError):
 
 @dataclass(frozen=True)
 class ReadBuffer:
-    extents: np.ndarray  # [n, 2] merged extents that were read
-    data: list[bytes]  # one bytes object per extent
-    nbytes: int
+    """What a read delivered: extent i's bytes are ``flat[starts[i] : starts[i] + extents[i, 1]]``."""
+
+    extents: np.ndarray  # [n, 2] merged extents that were read, sorted by offset
+    flat: np.ndarray  # [B] uint8 the bytes read (may hold more than the extents: an aligned reader's pages)
+    starts: np.ndarray  # [n] int64 where each extent's first byte is in flat
+    nbytes: int  # bytes of the extents (what was asked for)
+
+    def bytes_of(self, offset: int, length: int) -> np.ndarray:
+        """[length] uint8 of file bytes [offset, offset + length), which must lie inside one extent."""
+        i = int(np.searchsorted(self.extents[:, 0], offset, side="right")) - 1
+        if i < 0 or offset + length > self.extents[i, 0] + self.extents[i, 1]:
+            raise MissingExtentError(f"bytes {offset}..{offset + length} were not read")
+        at = int(self.starts[i] + offset - self.extents[i, 0])
+        return self.flat[at : at + length]
 
 
 @dataclass(frozen=True)
@@ -80,32 +92,14 @@ class FlashImage:
             os.close(fd)
         nbytes = int(merged[:, 1].sum())
         self.bytes_read += nbytes
-        return ReadBuffer(merged, data, nbytes)
+        starts = np.concatenate([[0], np.cumsum(merged[:, 1])[:-1]]).astype(np.int64)
+        return ReadBuffer(merged, np.frombuffer(b"".join(data), np.uint8), starts, nbytes)
 
     def neurons(self, layer: int, buf: ReadBuffer, neurons: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows of ``neurons`` (sorted distinct indices) from what was read: op -> [k, d_model] (down transposed)."""
-        off, neuron, op_idx, _ = self.layout.ffn_placement(layer)
-        row = self.layout.row_bytes
-        ends = buf.extents[:, 0] + buf.extents[:, 1]
-        which = np.searchsorted(buf.extents[:, 0], off, side="right") - 1  # [P] extent that could hold each row
-        usable = (which >= 0) & (off + row <= ends[np.maximum(which, 0)])
-        n_ops, d = len(self.layout.ffn_ops), self.layout.model.d_model
-        where = np.full((self.layout.n_neurons, n_ops), -1, np.int64)  # usable placement row per (neuron, op)
-        where[neuron[usable], op_idx[usable]] = np.flatnonzero(usable)
-        missing = (where[neurons] < 0).any(axis=1)
-        if missing.any():
-            raise MissingExtentError(
-                f"layer {layer}: neuron {int(neurons[missing][0])} was used but its extent was not read "
-                f"({int(missing.sum())} of {len(neurons)} neurons missing)"
-            )
-        flat = np.frombuffer(b"".join(buf.data), np.uint8)  # all read bytes, extent after extent
-        base = np.concatenate([[0], np.cumsum(buf.extents[:, 1])[:-1]]) - buf.extents[:, 0]  # file -> flat offset
-        p = where[neurons]  # [k, n_ops] placement rows
-        start = off[p] + base[which[p]]  # [k, n_ops] where each row starts in flat
-        raw = flat[start[..., None] + np.arange(row)]  # [k, n_ops, row_bytes]
-        vals = raw.reshape(-1).view(self.np_dtype).reshape(len(neurons), n_ops, d).astype(np.float32)
-        rows = {op: np.ascontiguousarray(vals[:, j]) for j, op in enumerate(self.layout.ffn_ops)}
-        return rows
+        """Rows of ``neurons`` (sorted distinct indices) from what was read: op -> [k, d_model] float32 (down
+        transposed)."""
+        rows = ffn_rows(self.layout, layer, buf, neurons, self.np_dtype)
+        return {op: np.ascontiguousarray(r, dtype=np.float32) for op, r in rows.items()}
 
     def verify_layer(self, weights: Weights, layer: int, neurons: np.ndarray, x: np.ndarray) -> VerifyResult:
         """Read neuron_extents(layer, neurons), rebuild those neurons, compare with the dense weights bit for bit."""
@@ -126,3 +120,49 @@ class FlashImage:
 
     def _as_image_dtype(self, w: np.ndarray) -> np.ndarray:
         return w.astype(self.np_dtype).astype(np.float32)
+
+
+def ffn_rows(
+    layout: BaseLayout, layer: int, buf: ReadBuffer, neurons: np.ndarray, dtype: type, placement: tuple | None = None
+) -> dict[str, np.ndarray]:
+    """op -> [k, d_model] rows (image ``dtype``; down transposed) of ``neurons`` (sorted distinct) of ``layer`` from
+    what was read (:func:`row_starts`, then :func:`rows_at`). ``placement``: ``layout.ffn_placement(layer)`` if the
+    caller keeps it."""
+    return rows_at(layout, buf, row_starts(layout, layer, buf, neurons, placement), dtype)
+
+
+def row_starts(
+    layout: BaseLayout, layer: int, buf: ReadBuffer, neurons: np.ndarray, placement: tuple | None = None
+) -> np.ndarray:
+    """[k, n_ops] where each FFN row of ``neurons`` starts in ``buf.flat``. A row is usable only if it lies entirely
+    inside one read extent (any stored copy will do); a neuron with any row not read raises
+    :class:`MissingExtentError`."""
+    off, neuron, op_idx, _ = placement if placement is not None else layout.ffn_placement(layer)
+    row = layout.row_bytes
+    ends = buf.extents[:, 0] + buf.extents[:, 1]
+    which = np.searchsorted(buf.extents[:, 0], off, side="right") - 1  # [P] extent that could hold each row
+    usable = (which >= 0) & (off + row <= ends[np.maximum(which, 0)])
+    where = np.full((layout.n_neurons, len(layout.ffn_ops)), -1, np.int64)  # usable placement row per (neuron, op)
+    where[neuron[usable], op_idx[usable]] = np.flatnonzero(usable)
+    p = where[neurons]  # [k, n_ops] placement rows
+    missing = (p < 0).any(axis=1)
+    if missing.any():
+        raise MissingExtentError(
+            f"layer {layer}: neuron {int(neurons[missing][0])} was used but its extent was not read "
+            f"({int(missing.sum())} of {len(neurons)} neurons missing)"
+        )
+    return off[p] + (buf.starts - buf.extents[:, 0])[which[p]]
+
+
+def rows_at(layout: BaseLayout, buf: ReadBuffer, start: np.ndarray, dtype: type) -> dict[str, np.ndarray]:
+    """op -> [k, d] rows starting at ``start`` [k, n_ops] in ``buf.flat``: an op whose rows lie back to back is a
+    view of the buffer (no copy), otherwise its rows are gathered."""
+    row, d, k = layout.row_bytes, layout.model.d_model, start.shape[0]
+    out = {}
+    for j, op in enumerate(layout.ffn_ops):
+        first = int(start[0, j]) if k else 0
+        if k and start[-1, j] - first == row * (k - 1) and np.array_equal(start[:, j], first + row * np.arange(k)):
+            out[op] = buf.flat[first : first + k * row].view(dtype).reshape(k, d)  # back to back: a view
+        else:
+            out[op] = sliding_window_view(buf.flat, row)[start[:, j]].view(dtype).reshape(k, d)  # a row gather
+    return out

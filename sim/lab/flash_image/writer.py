@@ -7,18 +7,22 @@ are written (``fp32``, ``fp16``): weights are the loader's dequantised float32 v
 
 The manifest (``PATH.json``) records the model profile, layout name, dtype, sizes and, for the co-activation
 layout, the friends array (``PATH.friends.npy``), so :class:`~sim.lab.flash_image.reader.FlashImage` can rebuild
-the identical layout. Norm weights are not part of the profile and are not stored.
+the identical layout. Norm weights and RoPE frequencies are not part of the profile (a few KB, resident in any
+real run): when the writer is given the model's :class:`ModelConfig` they go to ``PATH.small.npz`` and the config to
+the manifest, so that the image alone can run the model (:mod:`sim.real.executor`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from sim.lab.kernels.model import Weights
+from sim.errors import SimError
+from sim.lab.kernels.model import ModelConfig, Weights
 from sim.layout import EMBEDDINGS, BaseLayout, CoactivationLayout
 from sim.models.profile import ModelProfile
 
@@ -37,6 +41,8 @@ def _check(weights: Weights, profile: ModelProfile, layout: BaseLayout, dtype: s
         raise ValueError(f"layout is for {layout.model.name}/{layout.dtype}, image for {profile.name}/{dtype}")
     if len(weights.layers) != profile.n_layers or weights.layers[0].up.shape != (profile.d_ff, profile.d_model):
         raise ValueError(f"weights do not match profile {profile.name} (layers, d_ff, d_model)")
+    if weights.layers[0].bq is not None:
+        raise ValueError("flash images hold no q/k/v biases (a qwen2-style model)")
     if profile.n_experts != 1 or profile.max_positions_learned or not profile.gated:
         raise ValueError(f"flash images hold dense gated Llama-family models only (got {profile.name})")
 
@@ -63,10 +69,16 @@ def _write_layer(img: np.memmap, layout: BaseLayout, weights: Weights, i: int, d
         img[off[sel][:, None] + np.arange(row)] = data
 
 
-def write_image(weights: Weights, profile: ModelProfile, layout: BaseLayout, path: str | Path, dtype: str) -> dict:
-    """Write the image and its manifest atomically (temporary names, then rename); returns the manifest."""
+def write_image(
+    weights: Weights, profile: ModelProfile, layout: BaseLayout, path: str | Path, dtype: str,
+    config: ModelConfig | None = None,
+) -> dict:  # fmt: skip
+    """Write the image and its manifest atomically (temporary names, then rename); returns the manifest.
+    ``config``: also store the config and the small tensors (norms, RoPE) so the image can be executed."""
     _check(weights, profile, layout, dtype)
     path, dt = Path(path), IMAGE_DTYPES[dtype]
+    _refuse_foreign(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     img = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(layout.total_bytes,))
     ((emb_off, _),) = layout.op_extents(EMBEDDINGS, ["embed"])
@@ -79,9 +91,44 @@ def write_image(weights: Weights, profile: ModelProfile, layout: BaseLayout, pat
     img.flush()
     del img
     manifest = _manifest(profile, layout, dtype, path)
+    if config is not None:
+        manifest["config"] = dataclasses.asdict(config)
+        manifest["small_file"] = _write_small(weights, path)
     os.replace(tmp, path)
     manifest_path(path).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Never replace a file this tool did not write: an existing ``path`` must be an image with our manifest."""
+    if path.is_dir():
+        raise SimError(f"{path}: is a folder; give the image file's path")
+    if not path.exists():
+        return
+    try:
+        ours = json.loads(manifest_path(path).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise SimError(f"{path}: exists and is not a flash image written by this tool; refusing to overwrite it")
+
+
+def small_path(path: str | Path) -> Path:
+    return Path(f"{path}.small.npz")
+
+
+def _write_small(weights: Weights, path: Path) -> str:
+    """Norms [L, d] x 2, the final norm [d] and RoPE inverse frequencies [hd/2], float32."""
+    small = {
+        "attn_norm": np.stack([lw.attn_norm for lw in weights.layers]),
+        "ffn_norm": np.stack([lw.ffn_norm for lw in weights.layers]),
+        "output_norm": weights.output_norm,
+        "inv_freq": weights.inv_freq,
+    }
+    tmp = path.with_name(path.name + ".small.tmp.npz")
+    np.savez(tmp, **small)
+    os.replace(tmp, small_path(path))
+    return small_path(path).name
 
 
 def _manifest(profile: ModelProfile, layout: BaseLayout, dtype: str, path: Path) -> dict:

@@ -85,6 +85,9 @@ class Hooks:
     # input-channel sparsity (ActiveFlow): (layer, input, x [n, c]) -> x with the inactive channels zeroed, for
     # input in attn_in (q, k, v), o_in, mlp_in (gate, up), down_in; each op then sums only its kept columns
     channels: Callable[[int, str, np.ndarray], np.ndarray] | None = None
+    # replaces the whole FFN: (layer, mlp_in [n, d]) -> y [n, d] (e.g. a sum over weights held in several places);
+    # the observer then sees an empty ffn_act [n, 0]
+    ffn: Callable[[int, np.ndarray], np.ndarray] | None = None
 
 
 NO_HOOKS = Hooks()
@@ -104,6 +107,8 @@ def as_index_arrays(sel: Selection, n: int, d_ff: int) -> list[np.ndarray]:
 def _ffn(lw: LayerWeights, layer: int, x: np.ndarray, hooks: Hooks) -> tuple[np.ndarray, np.ndarray]:
     """x [n, d] -> (y [n, d], ffn_act [n, f]) dense or through the selector's sparse kernels."""
     sel = hooks.ffn_selector
+    if hooks.ffn is not None:
+        return hooks.ffn(layer, x), np.zeros((x.shape[0], 0), np.float32)
     if hooks.channels is not None:  # ActiveFlow: gate/up over the kept input channels, down over the kept act
         act = swiglu_act(hooks.channels(layer, "mlp_in", x), lw.gate, lw.up)  # [n, f]
         return matmul(hooks.channels(layer, "down_in", act), lw.down), act
@@ -122,14 +127,18 @@ def _ffn(lw: LayerWeights, layer: int, x: np.ndarray, hooks: Hooks) -> tuple[np.
     return y, act
 
 
-def _block(cfg: ModelConfig, w: Weights, state: RunState, layer: int, x: np.ndarray, pos: np.ndarray, hooks: Hooks):
-    """One transformer block on x [n, d] at positions pos [n]; writes K/V into the cache; returns [n, d]."""
-    lw, n, hd = w.layers[layer], x.shape[0], cfg.head_dim
+def block(
+    cfg: ModelConfig, lw: LayerWeights, inv_freq: np.ndarray, state: RunState, layer: int, x: np.ndarray,
+    pos: np.ndarray, hooks: Hooks = NO_HOOKS,
+) -> np.ndarray:  # fmt: skip
+    """Transformer block ``layer`` (weights ``lw``) on x [n, d] at positions pos [n]; writes K/V into the cache;
+    returns [n, d]. ``inv_freq`` [hd/2]: RoPE inverse frequencies."""
+    n, hd = x.shape[0], cfg.head_dim
     attn_in = rmsnorm(x, lw.attn_norm, cfg.norm_eps)  # [n, d]
     keep = hooks.channels or (lambda _layer, _name, a: a)
     qkv_in = keep(layer, "attn_in", attn_in)  # [n, d] (the kept channels only, if a hook says so)
-    q = rope(matmul(qkv_in, lw.wq, lw.bq).reshape(n, cfg.n_heads, hd), pos, w.inv_freq)  # [n, H, hd]
-    k = rope(matmul(qkv_in, lw.wk, lw.bk).reshape(n, cfg.n_kv_heads, hd), pos, w.inv_freq)  # [n, KV, hd]
+    q = rope(matmul(qkv_in, lw.wq, lw.bq).reshape(n, cfg.n_heads, hd), pos, inv_freq)  # [n, H, hd]
+    k = rope(matmul(qkv_in, lw.wk, lw.bk).reshape(n, cfg.n_kv_heads, hd), pos, inv_freq)  # [n, KV, hd]
     v = matmul(qkv_in, lw.wv, lw.bv).reshape(n, cfg.n_kv_heads, hd)  # [n, KV, hd]
     start, end = int(pos[0]), int(pos[-1]) + 1
     state.k_cache[layer, start:end], state.v_cache[layer, start:end] = k, v
@@ -158,7 +167,7 @@ def prefill(
     pos = np.arange(state.pos, state.pos + n)  # [n]
     x = w.tok_embd[tokens]  # [n, d]
     for layer in range(cfg.n_layers):
-        x = _block(cfg, w, state, layer, x, pos, hooks or NO_HOOKS)
+        x = block(cfg, w.layers[layer], w.inv_freq, state, layer, x, pos, hooks or NO_HOOKS)
     state.pos += n
     x = rmsnorm(x[-1:] if last_only else x, w.output_norm, cfg.norm_eps)
     return matmul(x, w.output)  # [n, vocab]
