@@ -53,7 +53,7 @@ def calibrate_machine(out: Path, folder: Path, name: str, thorough: bool, progre
 
     from sim.config.profiles import load_hardware
     from sim.real import calibrate as cal
-    from sim.real.odirect import open_direct
+    from sim.real.odirect import check_disk, open_direct
 
     plan = cal.Plan.of(thorough)
     steps = plan.rounds * len(plan.chunk_sizes) * len(plan.queue_depths) + plan.kernel_points() + 4
@@ -63,6 +63,7 @@ def calibrate_machine(out: Path, folder: Path, name: str, thorough: bool, progre
         bar.set_postfix_str(what)
         bar.update(1)
 
+    check_disk(folder)  # before writing anything there
     scratch = None
     try:
         progress("writing the scratch file")

@@ -40,6 +40,9 @@ def _execute(args: argparse.Namespace) -> int:
     out, summary = execute_experiment(args.file, out, parse_sets(args.set), args.images, not args.quiet,
                                       args.warmup, not args.no_plots, args.calibrate)  # fmt: skip
     for _, r in summary.iterrows():
+        if r.status != "ok":
+            print(f"{r.case:<20} does not fit (see summary.csv)")
+            continue
         match = r.outputs_match_reference
         print(f"{r.case:<20} simulated {r.simulated_ms_per_token:8.2f} ms/token  measured "
               f"{r.measured_ms_per_token:8.2f}  ({r.error_pct:+.1f}%)  outputs match: {match}")  # fmt: skip

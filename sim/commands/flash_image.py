@@ -13,7 +13,7 @@ import numpy as np
 
 from sim.config.profiles import load_model as load_profile
 from sim.errors import ConfigError
-from sim.lab.flash_image import IMAGE_DTYPES, FlashImage, write_image
+from sim.lab.flash_image import IMAGE_DTYPES, FlashImage, random_weights, write_image
 from sim.layout import LAYOUT_NAMES, build_layout
 
 
@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--trace", type=Path, help="trace for the coactivation layout's friends")
     w.add_argument("--rule", default="topk:0.9", help="sparsity rule for --trace (e.g. topk:0.9, gate)")
     w.add_argument("--trace-tokens", type=int, default=2048, help="trace tokens used for friends")
+    w.add_argument("--random-seed", type=int, help="random weights of the --model profile's shapes (no model file)")
     w.set_defaults(func=_write)
     v = sub.add_parser("verify", help="read random neurons' extents back and compare bit for bit")
     v.add_argument("--image", type=Path, required=True)
@@ -58,12 +59,20 @@ def _friend_masks(args: argparse.Namespace) -> np.ndarray:
 
 def _write(args: argparse.Namespace) -> int:
     profile = load_profile(args.model, "--model", "model")
-    cfg, weights = _load(args.model)
+    if args.random_seed is not None:
+        if args.random_seed < 0:
+            raise ConfigError("--random-seed", "", "must be >= 0", args.random_seed)
+        try:
+            cfg, weights = random_weights(profile, args.random_seed)
+        except ValueError as err:
+            raise ConfigError("--model", "model", str(err), args.model) from None
+    else:
+        cfg, weights = _load(args.model)
     if (cfg.n_layers, cfg.d_model, cfg.d_ff) != (profile.n_layers, profile.d_model, profile.d_ff):
         raise ConfigError("--model", "model", "GGUF shapes differ from the profile", args.model)
     options = {"masks": _friend_masks(args)} if args.layout == "coactivation" else {}
     layout = build_layout(args.layout, profile, args.dtype, **options)
-    manifest = write_image(weights, profile, layout, args.out, args.dtype, cfg)
+    manifest = write_image(weights, profile, layout, args.out, args.dtype, cfg, args.random_seed)
     print(f"wrote {args.out}: {manifest['total_bytes']} bytes, layout {args.layout}, dtype {args.dtype}")
     print(f"row {manifest['row_bytes']} B, neuron bundle {manifest['neuron_bytes']} B; manifest {args.out}.json")
     return 0

@@ -3,14 +3,16 @@
 Every number of the profile is a measurement made here, its method in the comment beside it:
 
 - **flash**: a scratch file (``--dir``, deleted afterwards) read with ``O_DIRECT`` (:mod:`sim.real.odirect`) in
-  requests of each chunk size at random aligned offsets, each queue depth as that many threads; throughput =
-  bytes / wall time. ``latency``: the mean of single 4 KiB reads at queue depth 1 minus 4 KiB at the largest
-  chunk's queue-depth-1 throughput (the convention of the datasheet-derived profiles). ``max_queue_depth``: the
-  deepest queue measured (the real executor reads with that many threads). ``page_bytes``: the O_DIRECT block.
+  requests of each chunk size at random aligned offsets, in read calls of ``qd`` requests each issued by ``qd``
+  threads (the simulated device's batch at queue depth qd); throughput = bytes / wall time over many calls; the
+  profile keeps the median over rounds, made monotone (:func:`monotone`). ``latency``: the mean of single 4 KiB
+  reads at queue depth 1 minus 4 KiB at the largest chunk's queue-depth-1 throughput (the convention of the
+  datasheet-derived profiles). ``max_queue_depth``: the deepest queue measured (the real executor reads with that
+  many threads). ``page_bytes``: the O_DIRECT block.
 - **DRAM**: ``copy_bandwidth`` = row copies inside a matrix (``m[dst] = m[src]`` of random rows of 4-16 KiB, what
   neuron memory management does), bytes moved / s; ``bandwidth`` = a large ``np.copyto`` (2 x bytes / s).
 - **CPU**: the transformer block of the numpy kernels (:func:`sim.lab.kernels.block`) on random weights of several
-  Llama shapes, one token at a short context. A least-squares line through time vs weight bytes gives
+  Llama shapes, one token at a short context. A line through time vs weight bytes (least relative squares) gives
   ``mem_bandwidth`` (1 / slope, fp32 weights) and ``overhead`` (the intercept / the 4 kernels the simulator
   charges per block: q/k/v, attention, o, FFN); ``peak_flops.fp16`` is what fp16 weights achieve (cast to fp32 and
   multiplied; 2 FLOPs per weight over the time above the intercept); ``peak_flops.fp32`` a large GEMM;
@@ -110,7 +112,8 @@ def measure_flash(path: Path, plan: Plan, progress: Progress) -> pd.DataFrame:
 
 def _read_point(reader: DirectReader, size: int, chunk: int, qd: int, plan: Plan, rng) -> tuple[float, int]:
     """(seconds, bytes) of batches of requests of ``chunk`` bytes, for about ``plan.point_s / plan.rounds``."""
-    batch = max(qd, min(64, 64 * MiB // chunk))  # requests per read call (merge=False: each its own)
+    batch = qd  # requests per read call (merge=False: each its own): one batch keeps qd requests outstanding, as the
+    # simulated device serves a batch of n requests at queue depth min(max_queue_depth, n), one latency per batch
     n = max(batch, plan.point_bytes // chunk // batch * batch)
     offsets = rng.integers(0, (size - chunk) // ALIGN_BYTES, n) * ALIGN_BYTES
     ext = np.stack([offsets, np.full(n, chunk)], axis=1)
@@ -261,7 +264,7 @@ def fit_kernels(k: pd.DataFrame, threads: int) -> Fit:
     dense32 = k[(k.dtype == "fp32") & ~k.gathered]
     x = (dense32.attention_bytes + dense32.ffn_bytes).to_numpy(float)
     y = dense32.seconds.to_numpy(float)
-    slope, intercept = np.polyfit(x, y, 1)
+    slope, intercept = np.polyfit(x, y, 1, w=1 / y)  # least relative squares: small shapes count as much as big
     intercept = max(intercept, 0.0)
     bw = 1.0 / slope
     residual = float(np.max(np.abs(intercept + x / bw - y) / y))
@@ -288,7 +291,8 @@ def profile_yaml(name: str, flash: pd.DataFrame, latency_s: float, copy: dict, f
     mode = "thorough" if thorough else "quick"
     chunks = sorted(flash.chunk_bytes.unique())
     qds = sorted(flash.queue_depth.unique())
-    table = flash.pivot_table(index="queue_depth", columns="chunk_bytes", values="throughput_Bps", aggfunc="median")
+    table = monotone(flash.pivot_table(index="queue_depth", columns="chunk_bytes", values="throughput_Bps",
+                                       aggfunc="median"))  # fmt: skip
     seq1 = float(table.loc[qds[0], chunks[-1]])
     latency = max(latency_s - 4096 / seq1, 1e-7)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -297,8 +301,9 @@ def profile_yaml(name: str, flash: pd.DataFrame, latency_s: float, copy: dict, f
     rows = "\n".join(f"      - [{cells[qd]}]  # qd {qd}" for qd in qds)
     row_copy = float(np.mean([v for k, v in copy.items() if k.startswith("row_copy")]))
     node = f"{platform.node()}, {platform.machine()}, {os.cpu_count()} cores, {threads} BLAS threads"
-    return f"""{MARKER} ({mode}) on {when}: every number below was measured on this machine
-# ({node}) by the methods of sim/real/calibrate.py; raw measurements in {report}.
+    return f"""{MARKER} ({mode}) on {when}:
+# every number below was measured on this machine ({node})
+# by the methods of sim/real/calibrate.py; raw measurements in {report}.
 # Flash = the disk holding {folder} ({disk}).
 name: {name}
 description: "This machine as measured by python -m sim calibrate ({mode}, {when})"
@@ -313,7 +318,8 @@ flash:
   curve:
     chunk_sizes: [{", ".join(f'"{c // KiB} KiB"' for c in chunks)}]  # random aligned O_DIRECT reads
     queue_depths: {list(map(int, qds))}  # this many reader threads
-    # throughput, measured: median of {int(flash["round"].max()) + 1} rounds; rows = queue_depths, columns = chunk_sizes
+    # throughput, measured: median of {int(flash["round"].max()) + 1} rounds, monotone envelope (sim/real/calibrate.py);
+    # rows = queue_depths, columns = chunk_sizes
     throughput:
 {rows}
 memories:
@@ -335,6 +341,13 @@ processors:
     # gather_efficiency, measured: dense rate / rate over 10% of the FFN gathered from a window matrix
     gather_efficiency: {fit.gather_efficiency:.3f}
 """
+
+
+def monotone(table: pd.DataFrame) -> pd.DataFrame:
+    """The throughput table [qd, chunk] made non-decreasing along both axes (running maximum): a reader can always
+    issue fewer requests at once or split a larger one, so measured dips (noise on a shared machine) are not
+    features of the device. The raw medians stay in the report."""
+    return table.cummax(axis=1).cummax(axis=0)
 
 
 def _disk_of(folder: Path) -> str:

@@ -19,6 +19,7 @@ Outputs are checked too: the real run's decode tokens (argmax, teacher-forced) m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from sim.engine.simulate import CaseResult
 from sim.lab.flash_image.writer import IMAGE_DTYPES
 from sim.lab.kernels.forward import FfnSelector, Hooks, decode_step, prefill
 from sim.lab.kernels.model import LayerWeights, RunState, Weights
+from sim.models.profile import ModelProfile
 from sim.real.executor import RealRun
 
 TARGET_PCT = 15.0
@@ -70,13 +72,19 @@ def cast_weights(w: Weights, dtype: str) -> Weights:
     return Weights(embd, w.output_norm, embd, layers, w.inv_freq)
 
 
-def reference_outputs(real: RealRun, model: str, dtype: str) -> list[int]:
-    """Replay the real run's steps in the numpy forward pass on the dense weights (image precision), each decode step
-    computing the FFN neurons the real run computed; returns the decode steps' argmax tokens."""
+def reference_outputs(real: RealRun, model: ModelProfile, image: Path) -> list[int]:
+    """Replay the real run's steps in the numpy forward pass on the dense weights the image was written from (the
+    model file's, or the same random weights), at the image's precision, each decode step computing the FFN neurons
+    the real run computed; returns the decode steps' argmax tokens."""
+    import json
+
+    from sim.lab.flash_image import manifest_path, random_weights
     from sim.lab.modelfile.gguf_load import load_model
 
-    cfg, w = load_model(model)
-    w = cast_weights(w, dtype)
+    manifest = json.loads(manifest_path(image).read_text())
+    seed = manifest.get("random_seed")
+    cfg, w = load_model(model.name) if seed is None else random_weights(model, seed)
+    w = cast_weights(w, manifest["dtype"])
     state = RunState.new(cfg, max(1, len(real.prompt) + len(real.inputs)))
     if real.dense_prompt:
         prefill(cfg, w, state, real.prompt, last_only=True)

@@ -77,12 +77,52 @@ def execute_case(case: Case, image_path: Path, progress=None) -> RealRun:
         raise located(err, str(case.path) if case.path else None, case.name) from None
 
 
+def check_executable(case: Case, hardware: bool = True) -> None:
+    """What a real run of ``case`` needs, checked before anything runs (one-line ConfigErrors naming the case);
+    ``hardware``: also its hardware profile (not when calibrate will replace it)."""
+    try:
+        _check(case, hardware)
+    except SimError as err:
+        raise located(err, str(case.path) if case.path else None, case.name) from None
+
+
+def _check(case: Case, hardware: bool = True) -> None:
+    cfg, where = case.config, str(case.path or "experiment")
+    if cfg.batch != 1 or cfg.n_requests != 1:
+        raise ConfigError(where, "batch", "a real run executes one request (batch: 1, requests: 1)", cfg.batch)
+    if hardware and (len(case.hardware.processors) != 1 or len(case.hardware.memories) != 1):
+        raise ConfigError(where, "hardware", "a real run needs a one-memory CPU machine (calibrate's profile)",
+                          case.hardware.name)  # fmt: skip
+    if getattr(cfg.policy, "memory_management", True) is False:
+        raise ConfigError(where, "policy.memory_management", "a real run manages its window's memory", False)
+    _trace_tokens(case)
+
+
+def _trace_tokens(case: Case) -> tuple[list[int], np.ndarray]:
+    """(prompt token ids, [decode_tokens] the source tokens decode steps feed), from the activation trace."""
+    from sim.engine.activations import resolve_trace_path
+
+    acts, cfg, where = case.config.activations, case.config, str(case.path or "experiment")
+    if acts is None or not hasattr(acts, "path"):
+        raise ConfigError(where, "activations", "a real run takes its input tokens from a trace", None)
+    path = resolve_trace_path(acts.path, case.path.parent if case.path else None, where)
+    prompt_n, decode_n, offset = int(cfg.context_tokens), int(cfg.decode_tokens), acts.offset_tokens
+    if offset < prompt_n:
+        reason = f"must be at least context_tokens ({prompt_n}): the prompt is the trace's tokens before it"
+        raise ConfigError(where, "activations.offset_tokens", reason, offset)
+    with TraceReader(path) as reader:
+        if offset + decode_n > reader.n_tokens:
+            reason = f"the trace has {reader.n_tokens} tokens; offset_tokens + decode_tokens must fit"
+            raise ConfigError(where, "decode_tokens", reason, decode_n)
+        ids = reader.read("token_id", offset - prompt_n, offset + decode_n).astype(np.int64)
+    return ids[:prompt_n].tolist(), ids[prompt_n:]
+
+
 class _Execution:
     def __init__(self, case: Case, image_path: Path):
         cfg = case.config
         where = str(case.path or "experiment")
-        if cfg.batch != 1 or cfg.n_requests != 1:
-            raise ConfigError(where, "batch", "a real run executes one request (batch: 1, requests: 1)", cfg.batch)
+        _check(case)
         self.prep: Prepared = prepare_case(case, timeline=False, cache={})
         placement = self.prep.ctx.placement
         if len({placement.weights, placement.window, placement.stream, placement.compute}) != 1:
@@ -96,13 +136,17 @@ class _Execution:
         self.image = FlashImage.open(image_path)
         self._check_image(case, where)
         self.reader = DirectReader(image_path, case.hardware.flash.max_queue_depth)
-        self.weights = ImageWeights(self.image, self.reader, cfg.dram_budget)
-        window = policy.window_matrix()
-        self.weights.load(policy.held(), None if window is None else window[0])
+        try:
+            self.weights = ImageWeights(self.image, self.reader, cfg.dram_budget)
+            window = policy.window_matrix()
+            self.weights.load(policy.held(), None if window is None else window[0])
+        except BaseException:
+            self.reader.close()
+            raise
         self.policy, self.case = policy, case
         self.wcfg = self.weights.cfg
         self.io_pool = ThreadPoolExecutor(1, thread_name_prefix="io")
-        self.prompt, self.stream = self._tokens(case, where)
+        self.prompt, self.stream = _trace_tokens(case)
 
     def _check_image(self, case: Case, where: str) -> None:
         cfg, man = case.config, self.image.manifest
@@ -112,24 +156,6 @@ class _Execution:
             raise ConfigError(where, "dtype", f"the image {self.image.path} is {man['dtype']}", cfg.dtype)
         if man["layout"] != cfg.layout.name:
             raise ConfigError(where, "layout.name", f"the image {self.image.path} is {man['layout']}", cfg.layout.name)
-
-    def _tokens(self, case: Case, where: str) -> tuple[list[int], np.ndarray]:
-        """(prompt token ids, [decode_tokens] the source tokens decode steps feed)."""
-        acts, cfg = case.config.activations, case.config
-        if acts is None or not hasattr(acts, "path"):
-            raise ConfigError(where, "activations", "a real run takes its input tokens from a trace", None)
-        from sim.engine.activations import resolve_trace_path
-
-        path = resolve_trace_path(acts.path, case.path.parent if case.path else None, where)
-        prompt_n, decode_n, offset = int(cfg.context_tokens), int(cfg.decode_tokens), acts.offset_tokens
-        if offset < prompt_n:
-            reason = f"must be at least context_tokens ({prompt_n}): the prompt is the trace's tokens before it"
-            raise ConfigError(where, "activations.offset_tokens", reason, offset)
-        with TraceReader(path) as reader:
-            if offset + decode_n > reader.n_tokens:
-                raise ConfigError(where, "decode_tokens", f"the trace has {reader.n_tokens} tokens", decode_n)
-            ids = reader.read("token_id", offset - prompt_n, offset + decode_n).astype(np.int64)
-        return ids[:prompt_n].tolist(), ids[prompt_n:]
 
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self, progress) -> RealRun:

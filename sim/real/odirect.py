@@ -159,8 +159,33 @@ def aligned_empty(nbytes: int) -> np.ndarray:
     return raw[skip : skip + size]
 
 
+MEMORY_FILE_SYSTEMS = ("tmpfs", "ramfs")  # O_DIRECT may be accepted there, but no device is read
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system holding ``path`` (from /proc/self/mounts; "" where unknown)."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    target = str(Path(path).resolve())
+    best = max((m for m in mounts if target == m[0] or target.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=("", ""))  # fmt: skip
+    return best[1]
+
+
+def check_disk(path: Path) -> None:
+    """DirectIOUnavailableError if ``path`` lies on a file system in memory (tmpfs, ramfs)."""
+    fs = file_system(path)
+    if fs in MEMORY_FILE_SYSTEMS:
+        raise DirectIOUnavailableError(f"{path}: is on {fs}, a file system in memory: no device to read; use a "
+                                       "folder on a disk")  # fmt: skip
+
+
 def open_direct(path: Path) -> int:
-    """An ``O_RDONLY | O_DIRECT`` descriptor of ``path``, or :class:`DirectIOUnavailableError` saying why not."""
+    """An ``O_RDONLY | O_DIRECT`` descriptor of ``path``, or :class:`DirectIOUnavailableError` saying why not (no
+    O_DIRECT here, a file system that refuses it, or one in memory where it would read no device)."""
+    check_disk(path)
     flag = getattr(os, "O_DIRECT", None)
     if flag is None:
         raise DirectIOUnavailableError(

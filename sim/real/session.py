@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 from sim.config.experiment import Case, load_experiment
+from sim.errors import CapacityError
 from sim.lab.modelfile.registry import cache_dir
 from sim.outfolder import ResultsFolder
 from sim.real.compare import TARGET_PCT, compare, reference_outputs, summary_row
-from sim.real.executor import execute_case
+from sim.real.executor import check_executable, execute_case
 
 PLOT = Path(__file__).resolve().parents[2] / "experiments" / "plots" / "real_vs_sim.py"
 
@@ -34,20 +35,28 @@ def image_dir() -> Path:
     return cache_dir().parent / "images"
 
 
+RANDOM_SEED = 0  # the weights of a shape no model file exists for (sim.lab.flash_image.random_weights)
+
+
 def image_for(case: Case, folder: Path, log=print) -> Path:
-    """The flash image of the case's (model, layout, dtype) in ``folder``, written from the model file if absent."""
+    """The flash image of the case's (model, layout, dtype) in ``folder``, written once if absent: from the model
+    file for a known model, else random weights of the profile's shapes (seed RANDOM_SEED)."""
+    from sim.lab.modelfile.registry import KNOWN_MODELS
+
     cfg = case.config
-    path = folder / f"{case.model.name}-{cfg.layout.name}-{cfg.dtype}.bin"
+    known = case.model.name in KNOWN_MODELS
+    kind = "" if known else f"-random{RANDOM_SEED}"
+    path = folder / f"{case.model.name}{kind}-{cfg.layout.name}-{cfg.dtype}.bin"
     if path.is_file() and Path(f"{path}.json").is_file():
         return path
-    from sim.lab.flash_image import write_image
+    from sim.lab.flash_image import random_weights, write_image
     from sim.lab.modelfile.gguf_load import load_model
     from sim.layout import build_layout
 
-    log(f"writing the flash image {path} (once)")
-    mcfg, weights = load_model(case.model.name)
+    log(f"writing the flash image {path} (once{'' if known else ', random weights'})")
+    mcfg, weights = load_model(case.model.name) if known else random_weights(case.model, RANDOM_SEED)
     layout = build_layout(cfg.layout.name, case.model, cfg.dtype)
-    write_image(weights, case.model, layout, path, cfg.dtype, mcfg)
+    write_image(weights, case.model, layout, path, cfg.dtype, mcfg, None if known else RANDOM_SEED)
     return path
 
 
@@ -61,7 +70,8 @@ def execute_experiment(path: Path, out: Path, overrides: dict | None, images: Pa
     from sim.engine.simulate import simulate_case
     from sim.runner import run_plot
 
-    load_experiment(path, overrides)  # a bad file or --set fails before any measuring
+    for case in load_experiment(path, overrides):  # a bad file or --set fails before any measuring
+        check_executable(case, hardware=not calibrate)
     folder = ResultsFolder(out)
     images = images or image_dir()
     images.mkdir(parents=True, exist_ok=True)
@@ -70,22 +80,32 @@ def execute_experiment(path: Path, out: Path, overrides: dict | None, images: Pa
         measured = _calibrate_into(images, progress)
         overrides = {**(overrides or {}), "hardware": str(measured[0])}
     cases = load_experiment(path, overrides)
+    for case in cases:
+        check_executable(case)
     comparisons, summaries, real_steps, sim_steps, about = [], [], [], [], []
     total = sum(int(c.config.decode_tokens) for c in cases)
     with tqdm(total=total, unit="tok", desc="executing", disable=None if progress else True, leave=False) as bar:
         for case in cases:
             bar.set_postfix_str(case.name)
             image = image_for(case, images, log=bar.write)
-            sim = simulate_case(case)
-            real = execute_case(case, image, bar.update)
-            matches = reference_outputs(real, case.model.name, case.config.dtype) == real.outputs
+            try:
+                sim = simulate_case(case)
+                real = execute_case(case, image, bar.update)
+            except CapacityError as err:  # a budget a policy cannot live in is a result row, the others go on
+                bar.write(f"note: case {case.name} does not fit: {err}")
+                summaries.append({"case": case.name, "policy": case.config.policy.name, "status": "does_not_fit",
+                                  "error": str(err)})  # fmt: skip
+                continue
+            matches = reference_outputs(real, case.model, image) == real.outputs
             rows = compare(sim, real, warmup)
             comparisons += rows
-            summaries.append(summary_row(sim, real, rows, matches))
+            summaries.append({**summary_row(sim, real, rows, matches), "status": "ok"})
             real_steps.append(real.steps.assign(case=case.name))
             sim_steps.append(sim.tokens.assign(case=case.name))
             about.append(f"- `{case.name}`: {case.hardware.name}, image `{image.name}`, "
                          f"activations {sim.summary.get('activations', 'none')}")  # fmt: skip
+    if not comparisons:
+        raise CapacityError(f"no case fits its memory; the first: {summaries[0]['error']}")
     summary = pd.DataFrame(summaries)
     with folder as tmp:
         if measured is not None:

@@ -153,7 +153,10 @@ class ImageWeights:
             if hit.all() and len(static_idx) == len(want):
                 return [static_rows]  # all resident, in order: the arrays themselves
             if hit.any():
-                parts.append({op: rows[pos[hit]] for op, rows in static_rows.items()})
+                at = pos[hit]
+                run = at[-1] - at[0] + 1 == len(at)  # consecutive resident rows (a hybrid's first neurons): a view
+                take = slice(int(at[0]), int(at[-1]) + 1) if run else at
+                parts.append({op: rows[take] for op, rows in static_rows.items()})
             todo &= ~hit
         if self.slot is not None and todo.any():
             slot = self.slot[layer, want]

@@ -6,6 +6,14 @@ beside it, and a reader that reconstructs FFN neurons ONLY from the byte extents
 """
 
 from sim.lab.flash_image.reader import FlashImage, MissingExtentError, VerifyResult
-from sim.lab.flash_image.writer import IMAGE_DTYPES, manifest_path, write_image
+from sim.lab.flash_image.writer import IMAGE_DTYPES, manifest_path, random_weights, write_image
 
-__all__ = ["IMAGE_DTYPES", "FlashImage", "MissingExtentError", "VerifyResult", "manifest_path", "write_image"]
+__all__ = [
+    "IMAGE_DTYPES",
+    "FlashImage",
+    "MissingExtentError",
+    "VerifyResult",
+    "manifest_path",
+    "random_weights",
+    "write_image",
+]

@@ -71,10 +71,11 @@ def _write_layer(img: np.memmap, layout: BaseLayout, weights: Weights, i: int, d
 
 def write_image(
     weights: Weights, profile: ModelProfile, layout: BaseLayout, path: str | Path, dtype: str,
-    config: ModelConfig | None = None,
+    config: ModelConfig | None = None, random_seed: int | None = None,
 ) -> dict:  # fmt: skip
     """Write the image and its manifest atomically (temporary names, then rename); returns the manifest.
-    ``config``: also store the config and the small tensors (norms, RoPE) so the image can be executed."""
+    ``config``: also store the config and the small tensors (norms, RoPE) so the image can be executed;
+    ``random_seed``: the weights are :func:`random_weights` of this seed (recorded, so a reference can rebuild them)."""
     _check(weights, profile, layout, dtype)
     path, dt = Path(path), IMAGE_DTYPES[dtype]
     _refuse_foreign(path)
@@ -91,6 +92,7 @@ def write_image(
     img.flush()
     del img
     manifest = _manifest(profile, layout, dtype, path)
+    manifest["random_seed"] = random_seed
     if config is not None:
         manifest["config"] = dataclasses.asdict(config)
         manifest["small_file"] = _write_small(weights, path)
@@ -111,6 +113,18 @@ def _refuse_foreign(path: Path) -> None:
         ours = False
     if not ours:
         raise SimError(f"{path}: exists and is not a flash image written by this tool; refusing to overwrite it")
+
+
+def random_weights(profile: ModelProfile, seed: int) -> tuple[ModelConfig, Weights]:
+    """Random weights of a profile's shapes (a Llama-family block: SwiGLU, RMSNorm, RoPE theta 1e4, tied embeddings),
+    normal with standard deviation 1/sqrt(d_model) so activations stay in range; the same seed, the same weights.
+    For shapes no model file exists for: what a real run of them reads and computes is real, their outputs are not
+    language."""
+    if not profile.gated or profile.n_experts != 1 or profile.max_positions_learned:
+        raise ValueError(f"random weights are for dense gated Llama-family shapes (got {profile.name})")
+    cfg = ModelConfig("llama", profile.n_layers, profile.d_model, profile.d_ff, profile.n_heads, profile.n_kv_heads,
+                      profile.head_dim, profile.vocab_size, 4096, tied_embeddings=True, name=profile.name)  # fmt: skip
+    return cfg, Weights.random(cfg, np.random.default_rng(seed), scale=profile.d_model**-0.5)
 
 
 def small_path(path: str | Path) -> Path:
