@@ -98,6 +98,7 @@ def test_flash_curve_reproduces_its_own_measurements(direct_dir):
     from sim.config.profiles import load_hardware
     from sim.devices.flash import Flash
     from sim.real import calibrate as cal
+    from test_profiles import uncommented_numbers
 
     plan = cal.Plan((4096, 65536, 1 << 20), (1, 4), 16 << 20, 4 << 20, 0.05, 1, 2, 1, ((64, 128),))
     path = cal.scratch_file(direct_dir, plan.file_bytes)
@@ -110,6 +111,7 @@ def test_flash_curve_reproduces_its_own_measurements(direct_dir):
     text = cal.profile_yaml("t", flash, latency, {"memcpy_Bps": 1e10, "row_copy_4KiB_Bps": 1e9}, fit, 1e11, 1,
                             direct_dir, "t.calibration.csv", False)  # fmt: skip
     (direct_dir / "t.yaml").write_text(text)
+    assert uncommented_numbers(text) == []  # every number says how it was measured
     device = Flash(None, load_hardware(str(direct_dir / "t.yaml")).flash)
     measured = flash.groupby(["chunk_bytes", "queue_depth"]).throughput_Bps.median()  # the profile keeps medians
     for (chunk, qd), throughput in measured.items():

@@ -301,6 +301,11 @@ def profile_yaml(name: str, flash: pd.DataFrame, latency_s: float, copy: dict, f
     rows = "\n".join(f"      - [{cells[qd]}]  # qd {qd}" for qd in qds)
     row_copy = float(np.mean([v for k, v in copy.items() if k.startswith("row_copy")]))
     node = f"{platform.node()}, {platform.machine()}, {os.cpu_count()} cores, {threads} BLAS threads"
+    latency_note = (f"# measured: mean 4 KiB O_DIRECT read at qd 1 ({latency_s * 1e6:.1f} us) minus 4 KiB at the "
+                    f"qd-1 curve's largest chunk ({chunks[-1] // KiB} KiB)")  # fmt: skip
+    fp16_note = "# measured: fp16 weights cast to fp32 in the block kernel, 2 FLOPs per weight / (time - overhead)"
+    bandwidth_note = f"# measured: 1 / slope of block time vs fp32 weight bytes (fit within {fit.residual_pct:.0f}%)"
+    gather_note = "# measured: dense rate / rate over 10% of the FFN gathered from a window matrix"
     return f"""{MARKER} ({mode}) on {when}:
 # every number below was measured on this machine ({node})
 # by the methods of sim/real/calibrate.py; raw measurements in {report}.
@@ -309,9 +314,7 @@ name: {name}
 description: "This machine as measured by python -m sim calibrate ({mode}, {when})"
 flash:
   capacity: "{_free_bytes(folder) / 1e9:.1f} GB"  # measured: free space of the file system holding the scratch file
-  # latency, measured: mean 4 KiB O_DIRECT read at qd 1 ({latency_s * 1e6:.1f} us) minus 4 KiB at the qd-1 curve's
-  # largest chunk ({chunks[-1] // KiB} KiB)
-  latency: "{latency * 1e6:.1f} us"
+  latency: "{latency * 1e6:.1f} us"  {latency_note}
   max_queue_depth: {qds[-1]}  # the deepest queue measured (the real executor reads with this many threads)
   page_bytes: "{ALIGN_BYTES} B"  # O_DIRECT moves whole aligned blocks
   target_memory: dram
@@ -333,13 +336,10 @@ processors:
     memory: dram
     peak_flops:
       fp32: "{gemm_flops / 1e9:.3g} GFLOPS"  # measured: 1024^3 fp32 GEMM in numpy, {threads} threads
-      # fp16, measured: fp16 weights cast to fp32 in the block kernel, 2 FLOPs per weight / (time - overhead)
-      fp16: "{fit.fp16_flops / 1e9:.3g} GFLOPS"
-    # mem_bandwidth, measured: 1 / slope of block time vs fp32 weight bytes (fit within {fit.residual_pct:.0f}%)
-    mem_bandwidth: "{_gbps(fit.mem_bandwidth)}"
+      fp16: "{fit.fp16_flops / 1e9:.3g} GFLOPS"  {fp16_note}
+    mem_bandwidth: "{_gbps(fit.mem_bandwidth)}"  {bandwidth_note}
     overhead: "{fit.overhead_s * 1e6:.1f} us"  # measured: block-time intercept / 4 kernels per block
-    # gather_efficiency, measured: dense rate / rate over 10% of the FFN gathered from a window matrix
-    gather_efficiency: {fit.gather_efficiency:.3f}
+    gather_efficiency: {fit.gather_efficiency:.3f}  {gather_note}
 """
 
 
