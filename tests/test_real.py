@@ -49,6 +49,25 @@ def test_aligned_requests_cover_each_extent_once():
 
 
 @pytest.mark.parametrize("merge", [True, False])
+def test_an_aligned_flash_device_prices_the_readers_requests(merge):
+    """The simulated device with ``aligned: true`` sees the very requests the O_DIRECT reader issues."""
+    from sim.config.hardware import FlashSpec
+    from sim.devices.flash import Flash
+
+    curve = {"chunk_sizes": ["4 KiB", "1 MiB"], "queue_depths": [1, 8],
+             "throughput": [["0.1 GB/s", "2 GB/s"], ["0.5 GB/s", "4 GB/s"]]}  # fmt: skip
+    spec = FlashSpec.model_validate({"capacity": "1 GB", "latency": "50 us", "max_queue_depth": 8,
+                                     "page_bytes": "4 KiB", "aligned": True, "curve": curve})  # fmt: skip
+    flash, rng = Flash(None, spec), np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(1, 60))
+        ext = np.stack([rng.integers(0, 10**7, n), rng.integers(0, 20000, n)], axis=1)
+        _, reqs, _ = aligned_requests(ext, merge)
+        priced = flash.price_one(ext, merge)
+        assert (priced.n_requests, priced.nbytes) == (len(reqs.offsets), reqs.moved_bytes)
+
+
+@pytest.mark.parametrize("merge", [True, False])
 def test_direct_reads_deliver_exactly_the_planned_bytes(direct_dir, merge):
     data = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
     path = direct_dir / "data.bin"
@@ -95,10 +114,11 @@ def test_calibrate_refuses_a_file_it_did_not_write(tmp_path):
 
 def test_flash_curve_reproduces_its_own_measurements(direct_dir):
     """The profile calibrate writes, read back by the simulator's flash device, gives every measured point's time."""
+    from test_profiles import uncommented_numbers
+
     from sim.config.profiles import load_hardware
     from sim.devices.flash import Flash
     from sim.real import calibrate as cal
-    from test_profiles import uncommented_numbers
 
     plan = cal.Plan((4096, 65536, 1 << 20), (1, 4), 16 << 20, 4 << 20, 0.05, 1, 2, 1, ((64, 128),))
     path = cal.scratch_file(direct_dir, plan.file_bytes)
@@ -113,8 +133,10 @@ def test_flash_curve_reproduces_its_own_measurements(direct_dir):
     (direct_dir / "t.yaml").write_text(text)
     assert uncommented_numbers(text) == []  # every number says how it was measured
     device = Flash(None, load_hardware(str(direct_dir / "t.yaml")).flash)
-    measured = flash.groupby(["chunk_bytes", "queue_depth"]).throughput_Bps.median()  # the profile keeps medians
-    for (chunk, qd), throughput in measured.items():
+    medians = flash.pivot_table(index="queue_depth", columns="chunk_bytes", values="throughput_Bps", aggfunc="median")
+    envelope = cal.monotone(medians)  # what the profile keeps: the medians, never falling with chunk or depth
+    assert (envelope >= medians).all().all() and (envelope.iloc[0, 0] == medians.iloc[0, 0])
+    for (qd, chunk), throughput in envelope.stack().items():
         n = 64
         priced = device.price_one(np.stack([np.arange(n) * 2 * chunk, np.full(n, chunk)], 1), queue_depth=qd)
         assert n * chunk / priced.transfer_s == pytest.approx(throughput, rel=0.01)  # 3 significant digits

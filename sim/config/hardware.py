@@ -56,6 +56,17 @@ class FlashSpec(StrictModel):
     page_bytes: Bytes = Field(
         0.0, description="smallest unit a read moves: a shorter request costs a whole page (0: no minimum)"
     )
+    aligned: bool = Field(
+        False,
+        description="requests move the whole pages they cover and requests meeting in a page are one (an O_DIRECT "
+        "reader of page_bytes blocks); false: a request moves its bytes (page_bytes only as a minimum)",
+    )
+
+    @model_validator(mode="after")
+    def _aligned_needs_pages(self) -> FlashSpec:
+        if self.aligned and self.page_bytes <= 0:
+            raise ValueError("aligned: true needs page_bytes > 0")
+        return self
 
 
 class MemorySpec(StrictModel):

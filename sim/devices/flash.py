@@ -5,7 +5,9 @@ Modelled:
   bilinearly in log-log space in the profile's calibration table and clamped at the table edges;
 - a read of many (offset, length) extents is served as a device would: overlapping and adjacent extents merge
   into one larger request, and the batch keeps min(max_queue_depth, n_requests) requests outstanding;
-- a request shorter than the device's ``page_bytes`` (if the profile gives one) costs a whole page;
+- a request shorter than the device's ``page_bytes`` (if the profile gives one) costs a whole page; with
+  ``aligned`` a request moves the whole pages it covers and requests meeting in a page are one (an O_DIRECT
+  reader: what ``python -m sim calibrate`` measures and ``sim/real`` reads with);
 - one fixed latency per read batch (a pure delay, not contended), then the transfer as a job on a
   :class:`FairShare` server, so reads issued by concurrent processes share the device's throughput.
 
@@ -95,7 +97,7 @@ class Flash:
         ``merge=False``: the host issues every extent as its own request (separate pread calls), none merge.
         Batches of a few extents (whole ops, as the dense policies read the same ones every token) are memoised by
         content; the result is a pure function of it."""
-        ext = np.asarray(extents, dtype=np.int64).reshape(-1, 2)
+        ext = self._pages(np.asarray(extents, dtype=np.int64).reshape(-1, 2))
         key = (ext.tobytes(), queue_depth, merge) if ext.shape[0] <= MEMO_MAX_EXTENTS else None
         found = self._memo.get(key) if key else None
         if found is None:
@@ -147,7 +149,7 @@ class Flash:
         if not batches:
             return []
         sizes = np.fromiter((b.shape[0] for b in batches), np.int64, len(batches))  # [B]
-        ext = np.concatenate(batches).reshape(-1, 2).astype(np.int64, copy=False)  # [N, 2]
+        ext = self._pages(np.concatenate(batches).reshape(-1, 2).astype(np.int64, copy=False))  # [N, 2]
         if ext.min() < 0:
             raise ValueError("extents: offsets and lengths must be >= 0")
         found = histogram_in_order(ext, sizes, merge)  # a bundled layout's neuron reads: from the extents
@@ -171,6 +173,16 @@ class Flash:
                 seconds[b] = float(self._seconds(values, hist[b : b + 1], float(n))[0])
             out.append(Priced(seconds[b], n, float(nbytes[b])))
         return out
+
+    def _pages(self, ext: np.ndarray) -> np.ndarray:
+        """[n, 2] extents as the device moves them: unchanged, or (``aligned``) the whole pages each covers (an
+        empty extent stays empty)."""
+        if not self.spec.aligned:
+            return ext
+        page = int(self.spec.page_bytes)
+        lo = ext[:, 0] // page * page
+        hi = np.where(ext[:, 1] > 0, -(-(ext[:, 0] + ext[:, 1]) // page) * page, lo)
+        return np.stack([lo, hi - lo], axis=1)
 
     def service_s(self, priced: Priced) -> tuple[float, float]:
         """(latency, transfer seconds) of a priced read alone on the device; an empty batch has no latency."""

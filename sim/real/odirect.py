@@ -4,13 +4,14 @@
 covering blocks ``[floor(off / A) * A, ceil((off + len) / A) * A)`` (A = :data:`ALIGN_BYTES`) into a page-aligned
 buffer (a numpy array whose address is a multiple of the alignment). Requests are the extents a plan names, merged
 when adjacent (``merge``, as the simulated device merges them) and, after alignment, joined where their blocks touch
-or overlap (a real reader never reads one block twice). ``queue_depth`` threads issue them, each ``os.preadv``
-releasing the GIL, so up to ``queue_depth`` requests are outstanding at once -- the knob the device's throughput
-curve is measured over.
+or overlap (a real reader never reads one block twice); with ``merge=False`` every extent is its own aligned
+request. The simulated device with ``aligned: true`` prices exactly these requests. ``queue_depth`` threads issue
+them, each ``os.preadv`` releasing the GIL, so up to ``queue_depth`` requests are outstanding at once -- the knob
+the device's throughput curve is measured over.
 
 :class:`DirectReader` returns the same :class:`~sim.lab.flash_image.reader.ReadBuffer` as the buffered reader of the
-flash image, with the exact extents asked for (``nbytes``) and what the device moved (``moved_bytes`` and
-``n_requests``) reported apart.
+flash image; it counts the bytes asked for (``bytes_read``), the bytes the device moved (``bytes_moved``) and the
+requests (``requests``).
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ def aligned_requests(extents: np.ndarray, merge: bool = True) -> tuple[np.ndarra
     hi = -(-(start + length) // ALIGN_BYTES) * ALIGN_BYTES
     reach = np.maximum.accumulate(hi)  # extents are sorted by start, so lo is non-decreasing
     new = np.ones(start.size, bool)
-    new[1:] = lo[1:] > reach[:-1]  # a gap of whole blocks before this extent starts a new request
+    if merge:  # extents meeting in a block are one request (else each extent is its own)
+        new[1:] = lo[1:] > reach[:-1]
     first = np.flatnonzero(new)  # [m]
     req_lo = lo[first]
-    req_hi = np.maximum.reduceat(hi, first)
+    req_hi = np.maximum.reduceat(hi, first)  # [m]
     req_len = req_hi - req_lo
     at = np.concatenate([[0], np.cumsum(req_len)[:-1]]).astype(np.int64)  # [m] buffer offset of each request
     owner = np.cumsum(new) - 1  # [k] request of each extent
