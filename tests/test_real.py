@@ -177,6 +177,7 @@ cases:
   - {{name: naive, set: {{policy: {{name: naive}}}}}}
   - {{name: hybrid, set: {{policy: {{name: hybrid}}, dram_budget: 300 MB}}}}
   - {{name: lif}}
+  - {{name: lif-lm-head-on-flash, set: {{dram_budget: 200 MB, policy.window_rows: budget, policy.embeddings: flash}}}}
 """
 
 
@@ -251,7 +252,7 @@ def test_execute_command_writes_the_comparison(model_path, real_setup, tmp_path)
                  "real_vs_sim.png"):  # fmt: skip
         assert (out / name).is_file(), name
     summary = pd.read_csv(out / "summary.csv")
-    assert summary.outputs_match_reference.all() and len(summary) == 3
+    assert summary.outputs_match_reference.all() and len(summary) == 4
     table = pd.read_csv(out / "comparison.csv")
     assert set(table.component) == {"total", "io", "memmgmt", "compute"}
     assert (table.measured_ms >= 0).all() and table.simulated_ms.notna().all()

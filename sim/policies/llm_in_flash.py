@@ -14,7 +14,8 @@ Per decode step t, vectorised over layers:
    preallocated matrix's resident rows (``ffn_compute: resident``) or gathered over the predicted neurons
    (``active``).
 
-Tenants (setup; CapacityError if over the budget): embeddings, attention and the predictor in the placement's
+Tenants (setup; CapacityError if over the budget): embeddings (unless ``embeddings: flash``: then the LM head is
+read with the last layer every decode step), attention and the predictor in the placement's
 ``weights`` memory; the per-layer preallocated FFN matrices in its ``window`` memory, sized by a dry run of the
 window over the first ``capacity_tokens`` decode steps (the mask stream keeps those steps' predictions, so the run
 replays them instead of predicting twice); each token the matrices report the rows they hold (``Memory.occupy``:
@@ -39,7 +40,7 @@ from sim.engine.graph import Graph
 from sim.engine.layers import LayerPlan, Pipeline
 from sim.engine.requests import Step
 from sim.errors import CapacityError, ConfigError
-from sim.layout import CoactivationLayout, coalesce
+from sim.layout import EMBEDDINGS, CoactivationLayout, coalesce
 from sim.lif import bits
 from sim.lif.masks import MaskStream, TokenMasks
 from sim.lif.memmgmt import NeuronMatrix
@@ -86,6 +87,11 @@ class LlmInFlashConfig(StrictModel):
     ffn_compute: Literal["resident", "active"] = "active"
     overlap: bool = False
     capacity_tokens: int = Field(256, ge=1, description="decode steps of the dry run sizing the FFN matrices")
+    embeddings: Literal["dram", "flash"] = Field(
+        "dram",
+        description="dram: the embedding table (and an untied LM head) resident; flash: not held, the LM head read "
+        "from flash with the last layer every decode step (a budget below embeddings + attention then fits)",
+    )
     window_rows: Literal["peak", "budget"] = Field(
         "peak",
         description="peak: the FFN matrices hold the dry run's peak (the budget must admit it); budget: they fill "
@@ -195,7 +201,12 @@ class LlmInFlash:
         streaming buffer, not counted, like naive's; with it the window's matrices follow, :meth:`_rows`.)"""
         model, dtype = ctx.model, ctx.dtype
         weights = ctx.devices.memories[ctx.placement.weights]
-        weights.allocate("embeddings", model.embedding_bytes(dtype))
+        if self.config.embeddings == "dram":
+            weights.allocate("embeddings", model.embedding_bytes(dtype))
+        self._lm_head = np.zeros((0, 2), np.int64)  # extents the last layer reads each decode step
+        if self.config.embeddings == "flash":
+            head = ("embed",) if model.tied_embeddings else ("lm_head",)
+            self._lm_head = coalesce(ctx.layout.op_extents(EMBEDDINGS, head))
         weights.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
         if self.config.predictor in ("trained", "statistical"):
             weights.allocate("predictor", dtype_bytes(dtype, float(self._predictor_weights.sum())))
@@ -245,6 +256,8 @@ class LlmInFlash:
             needed, copied, n_ffn = tok.pred_flat(), np.zeros(self.n_layers), tok.n_pred
             self._record(tok, len(needed), len(needed), None, copied)
         extents = self.layout.neuron_extents_all(needed)  # one pass for all layers, layer-major
+        if self._lm_head.shape[0]:  # the LM head from flash, with the last layer's neurons
+            extents[-1] = np.concatenate([self._lm_head, extents[-1]])  # embeddings lie first on flash: in order
         attention = self.ops.attention(step)  # the same for every layer
         copied, n_ffn = copied.tolist(), n_ffn.tolist()
         return [
@@ -344,7 +357,7 @@ class LlmInFlash:
 
     # ---- Executable (sim.real.executor) ----
     def held(self) -> Held:
-        return Held(True, True, [np.zeros(0, np.int64)] * self.n_layers)
+        return Held(self.config.embeddings == "dram", True, [np.zeros(0, np.int64)] * self.n_layers)
 
     def ffn_neurons(self) -> list[np.ndarray] | None:
         tok = self._last_token
