@@ -12,8 +12,12 @@ folder = results_dir()
 table = pd.read_csv(folder / "comparison.csv")
 cases = list(dict.fromkeys(table.case))
 components = ["total", "io", "memmgmt", "compute"]
-fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 4.2), squeeze=False)
-for ax, case in zip(axes[0], cases, strict=True):
+ncols = min(4, len(cases))
+nrows = -(-len(cases) // ncols)
+fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
+for ax in axes.flat[len(cases) :]:
+    ax.set_visible(False)
+for ax, case in zip(axes.flat, cases, strict=False):
     part = table[table.case == case].set_index("component").loc[components]
     x = np.arange(len(components))
     ax.bar(x - 0.2, part.simulated_ms, 0.4, label="simulated", color="#4c72b0")
