@@ -162,6 +162,24 @@ def test_sweep_expands_cases_as_a_grid(tmp_path):
     assert cases[-1].sweep == {"decode_tokens": 2, "dram_budget": "2 GB"}
 
 
+def test_zip_pairs_values_and_multiplies_the_sweep(tmp_path):
+    text = (
+        BASE
+        + "sweep: {decode_tokens: [1, 2]}\nzip: {dram_budget: ['1 GB', '2 GB', '3 GB'], context_tokens: [8, 16, 32]}\n"
+    )
+    cases = load_experiment(write(tmp_path, text))
+    assert len(cases) == 6  # 2 swept x 3 zipped
+    pairs = {(c.config.dram_budget, c.config.context_tokens) for c in cases}
+    assert pairs == {(1e9, 8), (2e9, 16), (3e9, 32)}  # zipped together, never crossed
+    assert cases[0].name == "t,decode_tokens=1,dram_budget=1GB,context_tokens=8"
+    assert cases[0].sweep == {"decode_tokens": 1, "dram_budget": "1 GB", "context_tokens": 8}
+    unequal = "zip: {dram_budget: ['1 GB'], context_tokens: [8, 16]}"
+    both = "sweep: {dram_budget: ['1 GB']}\nzip: {dram_budget: ['2 GB']}"
+    for bad, message in ((unequal, "same length"), (both, "swept or zipped")):
+        with pytest.raises(ConfigError, match=rf"zip: .*{message}"):
+            load_experiment(write(tmp_path, BASE + bad + "\n"))
+
+
 def test_sweep_bad_value_names_the_case(tmp_path):
     with pytest.raises(ConfigError, match=r"\(case t,window_k=-1\): policy\.window_k"):
         load_experiment(

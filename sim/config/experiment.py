@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sim.config.activations import ActivationsConfig
 from sim.config.base import Bytes, StrictModel, load_yaml, set_path, validate
@@ -161,23 +161,39 @@ class CaseConfig(StrictModel):
 
 
 class ExperimentFile(StrictModel):
-    """The file as written: the base experiment plus optional cases and a sweep (validated separately).
+    """The file as written: the base experiment plus optional cases, a sweep and a zip (validated separately).
 
     ``sweep: {dotted.path: [v1, v2], ...}`` multiplies every case by the grid of values (cartesian product);
-    each resulting case is named ``<case>,<leaf>=<value>,...`` and records its point in ``sweep``.
+    ``zip: {dotted.path: [v1, v2], other.path: [w1, w2]}`` adds one more axis whose i-th point sets every listed path
+    to its i-th value together (lists of one length: a machine and its budget, a model and its trace). Each resulting
+    case is named ``<case>,<leaf>=<value>,...`` and records its point in ``sweep``.
     """
 
     cases: list[CaseConfig] = []
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    zip: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+
+    @field_validator("zip")
+    @classmethod
+    def _zip_lengths(cls, value: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
+        lengths = {k: len(v) for k, v in value.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"every list needs the same length (got {lengths})")
+        both = sorted(set(value) & set(info.data.get("sweep", {})))
+        if both:
+            raise ValueError(f"{both[0]!r} is also swept; a path is swept or zipped, not both")
+        return value
 
     def expanded(self) -> list[CaseConfig]:
-        if not self.sweep:
+        axes = [[((k, v),) for v in values] for k, values in self.sweep.items()]  # one axis per swept path
+        if self.zip:
+            axes.append(list(zip(*([(k, v) for v in values] for k, values in self.zip.items()), strict=True)))
+        if not axes:
             return list(self.cases)
-        keys = list(self.sweep)
         out = []
         for case in self.cases:
-            for values in itertools.product(*(self.sweep[k] for k in keys)):
-                point = dict(zip(keys, values, strict=True))
+            for combo in itertools.product(*axes):
+                point = dict(pair for group in combo for pair in group)
                 label = ",".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in point.items())
                 out.append(
                     CaseConfig(
@@ -221,8 +237,8 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     for dotted, value in (overrides or {}).items():
         data = set_path(data, dotted, value)
     cases_raw = data.pop("cases", None) or [{"name": data.get("name", path.stem)}]
-    sweep = data.pop("sweep", None) or {}
-    cases = validate(ExperimentFile, {"cases": cases_raw, "sweep": sweep}, path).expanded()
+    sweep, zipped = data.pop("sweep", None) or {}, data.pop("zip", None) or {}
+    cases = validate(ExperimentFile, {"cases": cases_raw, "sweep": sweep, "zip": zipped}, path).expanded()
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ConfigError(path, "cases", "case names must be unique", names)
