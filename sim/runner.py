@@ -27,6 +27,7 @@ from sim import points
 from sim.config.base import StrictModel, load_yaml, validate
 from sim.config.experiment import Case, load_experiment
 from sim.config.profiles import REPO_ROOT
+from sim.config.search import load_search
 from sim.config.workload import Uniform
 from sim.dask_executor import simulate_on_dask
 from sim.engine.simulate import CaseResult, check_case, does_not_fit, make_requests, simulate_case
@@ -36,6 +37,7 @@ from sim.lab.kv_accuracy import KVAccuracyConfig, run_kv_accuracy
 from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
 from sim.outfolder import ResultsFolder
 from sim.results import write_results
+from sim.search import halving
 
 PLOTS_DIR = REPO_ROOT / "experiments" / "plots"
 DEFAULT_PLOTS = ("breakdown.py", "timeline.py")
@@ -146,10 +148,15 @@ def run_experiment(
     for note in notes_of(cases):
         print(f"note: {note}", file=sys.stderr)
     folder = ResultsFolder(out)  # refuses a bad --out before any work
-    if executor == "dask":
-        results = simulate_on_dask(cases, functools.partial(_simulate_group, fresh=fresh), workers, scheduler, progress)
-    else:
-        results = _simulate_all(cases, progress, workers, fresh)
+
+    def simulate(batch: Sequence[Case]) -> list[CaseResult]:
+        if executor == "dask":
+            group = functools.partial(_simulate_group, fresh=fresh)
+            return simulate_on_dask(batch, group, workers, scheduler, progress)
+        return _simulate_all(batch, progress, workers, fresh)
+
+    search = load_search(path, overrides)
+    results = simulate(cases) if search is None else halving(cases, search, simulate, str(path))
     failed = [r for r in results if r.summary["status"] != "ok"]
     if len(failed) == len(results):
         raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")

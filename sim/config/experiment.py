@@ -30,6 +30,7 @@ from sim.config.activations import ActivationsConfig
 from sim.config.base import Bytes, StrictModel, load_yaml, set_path, validate
 from sim.config.hardware import Dtype, HardwareProfile
 from sim.config.profiles import load_hardware, load_model
+from sim.config.search import load_search
 from sim.config.workload import Length, OutputLength, PlacementConfig, RequestConfig, highest, lowest
 from sim.errors import ConfigError
 from sim.models.profile import ModelProfile
@@ -238,6 +239,8 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
         data = set_path(data, dotted, value)
     cases_raw = data.pop("cases", None) or [{"name": data.get("name", path.stem)}]
     sweep, zipped = data.pop("sweep", None) or {}, data.pop("zip", None) or {}
+    if data.pop("search", None) is not None:
+        load_search(path, overrides)  # its errors, one line each, before anything runs (sim/search.py runs it)
     cases = validate(ExperimentFile, {"cases": cases_raw, "sweep": sweep, "zip": zipped}, path).expanded()
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
