@@ -105,6 +105,22 @@ def test_calibrate_refuses_a_memory_file_system_with_one_line(tmp_path):
     assert not (tmp_path / "m.yaml").exists() and not list(shm.glob(".sim-calibrate-*"))
 
 
+def test_calibrate_quick_writes_a_profile_the_simulator_loads(direct_dir):
+    """The command as a user runs it (quick mode, under a minute): a profile every number of which is commented
+    with its method, loadable, and its raw measurements beside it."""
+    from test_profiles import uncommented_numbers
+
+    from sim.config.profiles import load_hardware
+
+    out = direct_dir / "quick.yaml"
+    run = subprocess.run([sys.executable, "-m", "sim", "calibrate", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    hw = load_hardware(str(out))
+    assert hw.flash.aligned and hw.flash.max_queue_depth == 32 and hw.processors["cpu"].mem_bandwidth > 0
+    assert uncommented_numbers(out.read_text()) == [] and out.with_suffix(".calibration.csv").is_file()
+    assert not list(direct_dir.glob(".sim-calibrate-*"))  # the scratch file is gone
+
+
 def test_calibrate_refuses_a_file_it_did_not_write(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("name: mine\n")

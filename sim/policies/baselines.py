@@ -3,9 +3,9 @@
 - ``all_dram``: every weight resident; no flash I/O (fails clearly if the budget is too small).
 - ``naive``: nothing resident; every layer's weights and the LM head are read from flash each step
   (LLM in a Flash Table 2 row 1).
-- ``hybrid``: attention and embeddings resident; then, if ``fill_budget``, the same fraction of every
-  layer's FFN neurons as the remaining budget holds; the rest of the FFN is streamed (Table 2 row 2, where
-  the paper keeps half of the model in DRAM).
+- ``hybrid``: attention and embeddings resident (``embeddings: flash``: the LM head read with the last layer
+  instead); then, if ``fill_budget``, the same fraction of every layer's FFN neurons as the remaining budget
+  holds; the rest of the FFN is streamed (Table 2 row 2, where the paper keeps half of the model in DRAM).
 
 Resident weights live in the placement's ``weights`` memory; if the processor computes out of another memory
 they cross the link every step, layer by layer (an offloading setup), as does the KV cache when it lives away from
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from sim.config.base import StrictModel
 from sim.engine.graph import NO_EXTENTS, Graph
@@ -42,6 +43,9 @@ class HybridConfig(StrictModel):
     name: Literal["hybrid"]
     overlap: bool = False
     fill_budget: bool = True
+    embeddings: Literal["dram", "flash"] = Field(
+        "dram", description="flash: the embedding table is not held; the LM head is read with the last layer each step"
+    )
 
 
 def kv_bytes_per_layer(model: ModelProfile, kv_dtype: str, step: Step) -> float:
@@ -63,11 +67,19 @@ def placement_transfers(ctx: RunContext, step: Step, layer: int, resident_bytes:
     return tuple(out)
 
 
+def lm_head_extents(ctx: RunContext) -> np.ndarray:
+    """The LM head's extents (tied: the embedding table), read at the last layer by a policy that does not hold it;
+    the one embedding row of the input token is negligible and not charged."""
+    model = ctx.model
+    return ctx.layout.op_extents(EMBEDDINGS, ("lm_head",) if not model.tied_embeddings else ("embed",))
+
+
 class _Dense:
     """Shared plan building: dense compute of every layer, preload extents and resident bytes fixed per layer."""
 
     overlap = False
-    _holds_attention = True  # embeddings and attention resident (all but naive)
+    _holds_attention = True  # attention resident (all but naive)
+    _holds_embeddings = True  # the embedding table resident (all but naive, and hybrid with embeddings: flash)
     _held_neurons = np.zeros(0, np.int64)  # FFN neurons resident in every layer
 
     def setup(self, ctx: RunContext) -> None:
@@ -99,7 +111,7 @@ class _Dense:
 
     # ---- Executable (sim.real.executor) ----
     def held(self) -> Held:
-        return Held(self._holds_attention, self._holds_attention, [self._held_neurons] * self.ctx.model.n_layers)
+        return Held(self._holds_embeddings, self._holds_attention, [self._held_neurons] * self.ctx.model.n_layers)
 
     def ffn_neurons(self) -> None:
         return None
@@ -137,7 +149,7 @@ class AllDram(_Dense):
 
 
 class Naive(_Dense):
-    _holds_attention = False
+    _holds_attention = _holds_embeddings = False
 
     def __init__(self, config: NaiveConfig):
         self.config, self.overlap = config, config.overlap
@@ -145,10 +157,7 @@ class Naive(_Dense):
     def _place(self, ctx: RunContext) -> None:
         layout, ops = ctx.layout, ATTENTION_OPS + ctx.model.ffn_ops
         self.preloads = [coalesce(layout.op_extents(l, ops)) for l in range(ctx.model.n_layers)]
-        # The LM head (tied: the embedding table) is needed at the last layer; the one embedding row of
-        # the input token is negligible and not charged.
-        lm_head = layout.op_extents(EMBEDDINGS, ("lm_head",) if not ctx.model.tied_embeddings else ("embed",))
-        self.preloads[-1] = coalesce(np.concatenate([self.preloads[-1], lm_head]))
+        self.preloads[-1] = coalesce(np.concatenate([self.preloads[-1], lm_head_extents(ctx)]))
 
 
 class Hybrid(_Dense):
@@ -157,7 +166,9 @@ class Hybrid(_Dense):
 
     def _place(self, ctx: RunContext) -> None:
         model, dtype = ctx.model, ctx.dtype
-        self._hold_embeddings()
+        if self.config.embeddings == "dram":
+            self._hold_embeddings()
+        self._holds_embeddings = self.config.embeddings == "dram"
         self._hold("attention", model.attention_bytes_per_layer(dtype))
         n_neurons = model.n_experts * model.d_ff
         n_resident = self._resident_neurons(ctx, n_neurons) if self.config.fill_budget else 0
@@ -166,6 +177,8 @@ class Hybrid(_Dense):
         self._held_neurons = np.arange(n_resident)
         streamed = np.arange(n_resident, n_neurons)
         self.preloads = [coalesce(ctx.layout.neuron_extents(l, streamed)) for l in range(model.n_layers)]
+        if not self._holds_embeddings:  # the LM head from flash with the last layer, as naive reads it
+            self.preloads[-1] = coalesce(np.concatenate([self.preloads[-1], lm_head_extents(ctx)]))
         self.resident_fraction = n_resident / n_neurons
 
     @staticmethod

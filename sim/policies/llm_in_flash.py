@@ -40,7 +40,7 @@ from sim.engine.graph import Graph
 from sim.engine.layers import LayerPlan, Pipeline
 from sim.engine.requests import Step
 from sim.errors import CapacityError, ConfigError
-from sim.layout import EMBEDDINGS, CoactivationLayout, coalesce
+from sim.layout import CoactivationLayout, coalesce
 from sim.lif import bits
 from sim.lif.masks import MaskStream, TokenMasks
 from sim.lif.memmgmt import NeuronMatrix
@@ -49,7 +49,7 @@ from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
 from sim.policies.base import Held, RunContext
-from sim.policies.baselines import placement_transfers
+from sim.policies.baselines import lm_head_extents, placement_transfers
 from sim.policies.ops import StepOps
 from sim.units import format_bytes
 
@@ -205,8 +205,7 @@ class LlmInFlash:
             weights.allocate("embeddings", model.embedding_bytes(dtype))
         self._lm_head = np.zeros((0, 2), np.int64)  # extents the last layer reads each decode step
         if self.config.embeddings == "flash":
-            head = ("embed",) if model.tied_embeddings else ("lm_head",)
-            self._lm_head = coalesce(ctx.layout.op_extents(EMBEDDINGS, head))
+            self._lm_head = coalesce(lm_head_extents(ctx))
         weights.allocate("attention", model.n_layers * model.attention_bytes_per_layer(dtype))
         if self.config.predictor in ("trained", "statistical"):
             weights.allocate("predictor", dtype_bytes(dtype, float(self._predictor_weights.sum())))
