@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sim import points
 from sim.config.activations import ActivationsConfig, ProjectedActivations, SyntheticActivations, TraceActivations
 from sim.config.profiles import REPO_ROOT
 from sim.errors import ConfigError, TraceError
@@ -56,7 +57,7 @@ def build_activations(
 
         def project() -> ProjectedSource:
             kw = {"density": density, "gain_sigma": cfg.gain_sigma, "calib_tokens": cfg.calib_tokens}
-            return ProjectedSource.onto(base, model, rng, **kw)
+            return ProjectedSource.onto(base, model, rng, derive=points.derived, **kw)  # thresholds: once, on disk
 
         src = _drawn(cache, ("projection", id(base), model.model_dump_json(), cfg.model_dump_json()), rng, project)
     elif isinstance(cfg, SyntheticActivations):

@@ -21,6 +21,8 @@ projected source must be modelled statistically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from sim.traces.encoding import code_threshold, codes_above, log8_table
@@ -68,11 +70,15 @@ def opt_6_7b_density(n_layers: int = 32) -> np.ndarray:
     return density_profile(t["points"], n_layers, t["mean"], t["n_layers"])
 
 
+Derive = Callable[[str, list[np.ndarray], Callable[[], np.ndarray]], np.ndarray]  # like sim.points.derived
+
+
 class ProjectedSource(SourceBase):
     """:class:`~sim.traces.source.ActivationSource` of shape (n_layers', d_ff') driven by a real trace."""
 
     def __init__(self, base: TraceSource, n_layers: int, d_ff: int, density: np.ndarray, rng: np.random.Generator,
-                 gain_sigma: float = 0.25, calib_tokens: int = 512, name: str = "target"):  # fmt: skip
+                 gain_sigma: float = 0.25, calib_tokens: int = 512, name: str = "target",
+                 derive: Derive | None = None):  # fmt: skip
         density = np.broadcast_to(np.asarray(density, dtype=np.float64), (n_layers,))
         keep = base.reader.manifest["fields"]["ffn_act"]["encoding"].get("keep_top", 1.0)
         if density.max() > keep:
@@ -84,7 +90,13 @@ class ProjectedSource(SourceBase):
         self.neurons = np.concatenate([rng.permutation(base.d_ff) for _ in range(reps)])[:d_ff]  # [F']
         self.gain = np.exp(gain_sigma * rng.standard_normal(d_ff)).astype(np.float32)  # [F']
         self._src_start = np.searchsorted(np.sort(self.neurons), np.arange(base.d_ff))  # [F] first target per source
-        self.thresholds = self._calibrate(min(calib_tokens, base.n_tokens))  # [L']
+        n = min(calib_tokens, base.n_tokens)
+        if derive is None:
+            self.thresholds = self._calibrate(n)  # [L']
+        else:  # a pure function of the trace's bytes and the draws: computed once per content (e.g. on disk)
+            trace = np.frombuffer(bytes.fromhex(base.sha256), np.uint8)
+            inputs = [trace, self.layers, self.neurons, self.gain, density, np.array([n])]
+            self.thresholds = derive("projection-thresholds", inputs, lambda: self._calibrate(n))
         self._cthr = self._code_thresholds()  # [L', F'] or None
         self._copies = None if self._cthr is None else self._copy_tables(self._cthr)
 
