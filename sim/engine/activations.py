@@ -14,6 +14,7 @@ from sim.config.activations import ActivationsConfig, ProjectedActivations, Synt
 from sim.config.profiles import REPO_ROOT
 from sim.errors import ConfigError, TraceError
 from sim.models.profile import ModelProfile
+from sim.traces.format import TraceReader
 from sim.traces.projection import ProjectedSource, opt_6_7b_density
 from sim.traces.source import ActivationSource, Looped, Offset, TraceSource
 from sim.traces.synthetic import SyntheticSource, fit
@@ -49,7 +50,7 @@ def build_activations(
 
     def trace(rule: str, calib_tokens: int) -> TraceSource:
         key = (str(path.resolve()), path.stat().st_mtime_ns, rule, calib_tokens)
-        return _memo(cache, key, lambda: TraceSource(path, rule, calib_tokens))
+        return _memo(cache, key, lambda: TraceSource(TraceReader(path, derive=points.derived), rule, calib_tokens))
 
     if isinstance(cfg, ProjectedActivations):
         base = trace("dense", 1)
