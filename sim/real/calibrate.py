@@ -238,7 +238,7 @@ def measure_kernels(plan: Plan, progress: Progress) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measure_gemm(threads: int | None = None) -> float:
+def measure_gemm() -> float:
     """FLOP/s of a 1024^3 fp32 GEMM (median of 5)."""
     a = np.random.default_rng(7).standard_normal((1024, 1024)).astype(np.float32)
     times = []

@@ -86,7 +86,8 @@ def check_executable(case: Case, hardware: bool = True) -> None:
         raise located(err, str(case.path) if case.path else None, case.name) from None
 
 
-def _check(case: Case, hardware: bool = True) -> None:
+def _check(case: Case, hardware: bool = True) -> tuple[list[int], np.ndarray]:
+    """The checks of :func:`check_executable`; returns the run's input tokens (:func:`_trace_tokens`)."""
     cfg, where = case.config, str(case.path or "experiment")
     if cfg.batch != 1 or cfg.n_requests != 1:
         raise ConfigError(where, "batch", "a real run executes one request (batch: 1, requests: 1)", cfg.batch)
@@ -95,7 +96,7 @@ def _check(case: Case, hardware: bool = True) -> None:
                           case.hardware.name)  # fmt: skip
     if getattr(cfg.policy, "memory_management", True) is False:
         raise ConfigError(where, "policy.memory_management", "a real run manages its window's memory", False)
-    _trace_tokens(case)
+    return _trace_tokens(case)
 
 
 def _trace_tokens(case: Case) -> tuple[list[int], np.ndarray]:
@@ -122,7 +123,7 @@ class _Execution:
     def __init__(self, case: Case, image_path: Path):
         cfg = case.config
         where = str(case.path or "experiment")
-        _check(case)
+        self.prompt, self.stream = _check(case)
         self.prep: Prepared = prepare_case(case, timeline=False, cache={})
         placement = self.prep.ctx.placement
         if len({placement.weights, placement.window, placement.stream, placement.compute}) != 1:
@@ -146,7 +147,6 @@ class _Execution:
         self.policy, self.case = policy, case
         self.wcfg = self.weights.cfg
         self.io_pool = ThreadPoolExecutor(1, thread_name_prefix="io")
-        self.prompt, self.stream = _trace_tokens(case)
 
     def _check_image(self, case: Case, where: str) -> None:
         cfg, man = case.config, self.image.manifest
@@ -173,8 +173,8 @@ class _Execution:
                 graph = self.policy.plan(step)
                 window = self._window_steps(step)
                 plan_s = time.perf_counter() - t0
-                tokens = self._inputs(step)[0]
-                row, logits, neurons = self._step(step, graph, state, window)
+                tokens, pos = self._inputs(step)
+                row, logits, neurons = self._step(step, graph, state, window, tokens, pos)
                 rows.append({"step": step.index, "phase": step.phase, "plan_s": plan_s, **row})
                 replay.append((step.phase, tokens.tolist(), neurons))
                 if step.phase == "decode":
@@ -202,11 +202,12 @@ class _Execution:
             return None
         return [self.weights.window_step(layer, rows) for layer, rows in enumerate(window[1])]
 
-    def _step(self, step: Step, graph: Graph, state: RunState, window: list[WindowStep] | None):
-        """Do the step's jobs -> (its row, the logits of a decode step, the FFN neurons each layer computed)."""
+    def _step(self, step: Step, graph: Graph, state: RunState, window: list[WindowStep] | None,
+              tokens: np.ndarray, pos: np.ndarray):  # fmt: skip
+        """Do the step's jobs on its input ``tokens`` [n] at positions ``pos`` [n] -> (its row, the logits of a
+        decode step, the FFN neurons each layer computed)."""
         w, n_layers = self.weights, self.wcfg.n_layers
         t_start = time.perf_counter()
-        tokens, pos = self._inputs(step)
         x = self._embed(tokens)  # [n, d]
         neurons = self.policy.ffn_neurons()
         moved: set[int] = set()
