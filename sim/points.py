@@ -11,6 +11,7 @@ Only points that ran are stored (a point that does not fit is cheap to find agai
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -118,6 +119,7 @@ def load(key: str):
 
 
 def store(key: str, result) -> None:
+    result = dataclasses.replace(result, steps=result.steps.embedded())  # its rows, not paths into a spool
     folder = points_dir()
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key[:16]}.", suffix=".tmp")

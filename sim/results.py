@@ -19,6 +19,7 @@ Files:
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,9 @@ import yaml
 
 from sim.config.experiment import Case
 from sim.engine.simulate import CaseResult
+from sim.engine.steplog import write_parquet
+
+SPOOL = ".steps"  # inside the results folder being written: step rows streamed by the run, merged and removed
 
 
 def write_results(tmp: Path, experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseResult]) -> None:
@@ -38,8 +42,8 @@ def write_results(tmp: Path, experiment_path: Path, cases: Sequence[Case], resul
     }
     (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     ran = [r for r in results if r.summary["status"] == "ok"]  # cases that do not fit have a summary row only
-    tokens = pd.concat([r.tokens.assign(case=r.name) for r in ran], ignore_index=True)
-    tokens.to_parquet(tmp / "tokens.parquet", index=False)
+    write_parquet(tmp / "tokens.parquet", [(r.name, r.steps) for r in ran])  # part by part, not all at once
+    shutil.rmtree(tmp / SPOOL, ignore_errors=True)
     requests = pd.concat([r.requests.assign(case=r.name) for r in ran], ignore_index=True)
     requests.to_parquet(tmp / "requests.parquet", index=False)
     summaries = [r.summary for r in results]
@@ -61,6 +65,7 @@ def about(experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseRe
     lines += [f"Reproduces: {first.reproduces}", ""] if first.reproduces else []
     lines += [f"Calibration: {first.calibration}", ""] if first.calibration else []
     notes = list(dict.fromkeys(note for case in cases for note in case.notes))
+    notes += [f"case {r.name}: {note}" for r in results for note in r.notes]
     lines += [*(f"Note: {note}" for note in notes), ""] if notes else []
     lines += [
         "| case | hardware | model | dtype | processor | policy | activations (which trace drove it) |",

@@ -36,7 +36,7 @@ from sim.lab.accuracy import AccuracyConfig, run_accuracy
 from sim.lab.kv_accuracy import KVAccuracyConfig, run_kv_accuracy
 from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
 from sim.outfolder import ResultsFolder
-from sim.results import write_results
+from sim.results import SPOOL, write_results
 from sim.search import halving
 
 PLOTS_DIR = REPO_ROOT / "experiments" / "plots"
@@ -147,22 +147,25 @@ def run_experiment(
     cases = load_experiment(path, overrides)
     for note in notes_of(cases):
         print(f"note: {note}", file=sys.stderr)
-    folder = ResultsFolder(out)  # refuses a bad --out before any work
+    with ResultsFolder(out) as tmp:  # refuses a bad --out before any work
+        spool = tmp / SPOOL  # local runs stream their step rows here; write_results merges and removes them
 
-    def simulate(batch: Sequence[Case]) -> list[CaseResult]:
-        if executor == "dask":
-            group = functools.partial(_simulate_group, fresh=fresh)
-            return simulate_on_dask(batch, group, workers, scheduler, progress)
-        return _simulate_all(batch, progress, workers, fresh)
+        def simulate(batch: Sequence[Case]) -> list[CaseResult]:
+            if executor == "dask":
+                group = functools.partial(_simulate_group, fresh=fresh)
+                return simulate_on_dask(batch, group, workers, scheduler, progress)
+            return _simulate_all(batch, progress, workers, fresh, spool)
 
-    search = load_search(path, overrides)
-    results = simulate(cases) if search is None else halving(cases, search, simulate, str(path))
-    failed = [r for r in results if r.summary["status"] != "ok"]
-    if len(failed) == len(results):
-        raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")
-    for r in failed:
-        print(f"note: case {r.name} does not fit (a row of summary.csv): {r.summary['error']}", file=sys.stderr)
-    with folder as tmp:
+        search = load_search(path, overrides)
+        results = simulate(cases) if search is None else halving(cases, search, simulate, str(path))
+        failed = [r for r in results if r.summary["status"] != "ok"]
+        if len(failed) == len(results):
+            raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")
+        for r in failed:
+            print(f"note: case {r.name} does not fit (a row of summary.csv): {r.summary['error']}", file=sys.stderr)
+        for r in results:
+            for note in r.notes:
+                print(f"note: case {r.name}: {note}", file=sys.stderr)
         write_results(tmp, path, cases, results)
         for script in plot_scripts(path, cases) if plots else []:
             run_plot(script, tmp)
@@ -183,21 +186,26 @@ def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plo
     return out
 
 
-def _simulate_all(cases: Sequence[Case], progress: bool, workers: int = 1, fresh: bool = False) -> list[CaseResult]:
+def _simulate_all(
+    cases: Sequence[Case], progress: bool, workers: int = 1, fresh: bool = False, spool: Path | None = None
+) -> list[CaseResult]:
     """Simulate the cases in order, or in ``workers`` local processes (each case is a pure function of its
-    config and seed, so results are identical either way; trace readers are then shared per process only)."""
+    config and seed, so results are identical either way; trace readers are then shared per process only).
+    Step rows stream into ``spool`` (None: held compressed in memory)."""
     if workers > 1 and len(cases) > 1:
-        return _simulate_parallel(cases, progress, workers, fresh)
+        return _simulate_parallel(cases, progress, workers, fresh, spool)
     total = sum(r.decode_tokens for c in cases for r in make_requests(c.config))
     with tqdm(total=total, unit="tok", disable=None if progress else True, desc="simulating", leave=False) as bar:
         results, cache = [], {}
         for case in cases:
             bar.set_postfix_str(case.name)
-            results.append(_simulate_point(case, len(cases) > 1, cache, bar.update, fresh))
+            results.append(_simulate_point(case, len(cases) > 1, cache, bar.update, fresh, spool))
     return results
 
 
-def _simulate_point(case: Case, many: bool, cache: dict, progress=None, fresh: bool = False) -> CaseResult:
+def _simulate_point(
+    case: Case, many: bool, cache: dict, progress=None, fresh: bool = False, spool: Path | None = None
+) -> CaseResult:
     """One case; among several, one that does not fit its memory is a result row (the others go on). A point
     finished before (same inputs, same code: :mod:`sim.points`) is loaded instead of run, unless ``fresh``."""
     key = points.point_key(case, timeline=True)
@@ -207,7 +215,7 @@ def _simulate_point(case: Case, many: bool, cache: dict, progress=None, fresh: b
             progress(sum(r.decode_tokens for r in make_requests(case.config)))
         return found
     try:
-        result = simulate_case(case, progress=progress, cache=cache)
+        result = simulate_case(case, progress=progress, cache=cache, spool=spool)
     except CapacityError as err:
         if not many:
             raise
@@ -216,7 +224,9 @@ def _simulate_point(case: Case, many: bool, cache: dict, progress=None, fresh: b
     return result
 
 
-def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int, fresh: bool) -> list[CaseResult]:
+def _simulate_parallel(
+    cases: Sequence[Case], progress: bool, workers: int, fresh: bool, spool: Path | None
+) -> list[CaseResult]:
     """Groups of consecutive cases (a few per worker, so a slow group does not hold the others up) each run in one
     process with one cache: the cases of a group open and calibrate their trace once, as in a serial run."""
     workers = min(workers, len(cases), os.cpu_count() or 1)
@@ -224,7 +234,7 @@ def _simulate_parallel(cases: Sequence[Case], progress: bool, workers: int, fres
     bounds = [len(cases) * g // n_groups for g in range(n_groups + 1)]
     groups = [list(cases[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(_simulate_group, group, fresh): len(group) for group in groups}
+        futures = {pool.submit(_simulate_group, group, fresh, spool): len(group) for group in groups}
         with tqdm(
             total=len(cases), unit="case", disable=None if progress else True, desc="simulating", leave=False
         ) as bar:
@@ -255,9 +265,9 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _simulate_group(cases: Sequence[Case], fresh: bool = False) -> list[CaseResult]:
+def _simulate_group(cases: Sequence[Case], fresh: bool = False, spool: Path | None = None) -> list[CaseResult]:
     cache: dict = {}
-    return [_simulate_point(case, True, cache, fresh=fresh) for case in cases]
+    return [_simulate_point(case, True, cache, fresh=fresh, spool=spool) for case in cases]
 
 
 def run_plot(script: Path, results_dir: Path) -> None:

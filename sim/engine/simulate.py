@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,26 +22,38 @@ from sim.engine.executor import Executor, StepTimes
 from sim.engine.placement import Placement
 from sim.engine.requests import Request, Scheduler, Step
 from sim.engine.serve import KVCache, serve
+from sim.engine.steplog import StepLog
 from sim.engine.summary import summarise, sweep_columns
 from sim.engine.timing import PRIORITY
 from sim.errors import CapacityError, ConfigError, SimError, located
 from sim.layout import BaseLayout, build_layout
-from sim.policies.base import Policy, RunContext
+from sim.policies.base import Policy, RunContext, run_notes
 from sim.policies.registry import make_policy
 from sim.stats.recorder import NullRecorder, Recorder
 from sim.units import format_bytes
 
 PER_REQUEST_TENANTS = ("hash_tables",)  # set-up tenants sized for the batch (sim/policies/kv_offload.py)
+NOTE_SEPARATOR = " | "  # between the notes of the summary's one ``notes`` cell
 STAGE_COLUMNS = {"io": "io_stall_s", "xfer": "xfer_s", "memmgmt": "memmgmt_s", "compute": "compute_s"}
 
 
 @dataclass
 class CaseResult:
     name: str
-    tokens: pd.DataFrame  # one row per step (prefill chunk or decode step of the batch)
+    steps: StepLog  # one row per step (prefill chunk or decode step of the batch), streamed to parts
     requests: pd.DataFrame  # one row per request: arrival, first token, finish, lengths
     summary: dict[str, Any]
     spans: Recorder
+
+    @property
+    def tokens(self) -> pd.DataFrame:
+        """Every step row at once (a long run's results file is written from ``steps`` part by part)."""
+        return self.steps.frame()
+
+    @property
+    def notes(self) -> list[str]:
+        """What the policy said of the run (the summary's ``notes``, one per line)."""
+        return [note for note in self.summary.get("notes", "").split(NOTE_SEPARATOR) if note]
 
 
 class CountingEnvironment(simpy.Environment):
@@ -56,13 +69,18 @@ class CountingEnvironment(simpy.Environment):
 
 
 def simulate_case(
-    case: Case, progress: Callable[[int], None] | None = None, timeline: bool = True, cache: dict | None = None
+    case: Case,
+    progress: Callable[[int], None] | None = None,
+    timeline: bool = True,
+    cache: dict | None = None,
+    spool: Path | None = None,
 ) -> CaseResult:
     """Simulate one case. ``cache``: a dict shared by the cases of one run (see build_activations). A user error
     raised while simulating (a budget too small, a trace that does not fit) names the experiment file and case.
-    ``progress(n)`` is called with the tokens each decode step emits."""
+    ``progress(n)`` is called with the tokens each decode step emits. Step rows go to parquet parts in ``spool``
+    (a folder; None: compressed in memory) as the run goes."""
     with _located(case):
-        return _simulate(prepare_case(case, timeline, cache), progress)
+        return _simulate(prepare_case(case, timeline, cache), progress, spool)
 
 
 def does_not_fit(case: Case, err: SimError) -> CaseResult:
@@ -70,7 +88,7 @@ def does_not_fit(case: Case, err: SimError) -> CaseResult:
     ``does_not_fit`` and the one-line error), no steps -- a budget sweep's boundary is a result, not a crash."""
     summary = {"case": case.name, "status": "does_not_fit", "error": str(err), **sweep_columns(case),
                "hardware": case.hardware.name, "model": case.model.name, "policy": case.config.policy.name}  # fmt: skip
-    return CaseResult(case.name, pd.DataFrame(), pd.DataFrame(), summary, NullRecorder())
+    return CaseResult(case.name, StepLog(), pd.DataFrame(), summary, NullRecorder())
 
 
 def check_case(case: Case, cache: dict | None = None) -> None:
@@ -196,12 +214,12 @@ def _check_flash_holds(case: Case, model_bytes: float) -> None:
         raise CapacityError(f"hardware {case.hardware.name!r}: {reason}")
 
 
-def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseResult:
+def _simulate(prep: Prepared, progress: Callable[[int], None] | None, spool: Path | None) -> CaseResult:
     case, env, devices, recorder, cfg = prep.case, prep.env, prep.devices, prep.recorder, prep.case.config
     executor = Executor(env, devices, recorder, closed_form=cfg.engine_mode == "auto")
     scheduler = Scheduler(prep.requests, cfg.batch, cfg.prefill_chunk_tokens)
     kv = prep.kv
-    rows: list[dict[str, Any]] = []
+    steps = StepLog(spool)
     zeros = dict.fromkeys(executor.counters(), 0.0)
     recording = {"decode_steps": 0}
 
@@ -215,11 +233,11 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseRes
         used = {f"{name}_used_bytes": m.occupied_bytes(budgeted=True) for name, m in devices.memories.items()}
         state = used | {"kv_bytes": kv.held_bytes, "flash_busy_s": times.busy_s.get(devices.flash.name, 0.0),
                     "bound_s": times.bound_s}  # fmt: skip
-        rows.append(_row(step, times, zeros | times.bytes, state | prep.policy.step_stats()))
+        steps.append(_row(step, times, zeros | times.bytes, state | prep.policy.step_stats()))
 
     env.process(serve(env, executor, prep.policy, scheduler, kv, on_step))
     env.run()
-    steps = pd.DataFrame(rows)
+    steps.flush()
     requests = pd.DataFrame(
         {
             "request": [r.id for r in prep.requests],
@@ -234,6 +252,7 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None) -> CaseRes
     facts = {"events": env.n_events, "closed_form_steps": executor.n_closed_form, "kv_peak_bytes": kv.peak_bytes,
              "kv_max_batch": prep.kv_max_batch}  # fmt: skip
     summary = summarise(case, steps, requests, prep.resident, devices, prep.ctx, facts, wall_s)
+    summary["notes"] = NOTE_SEPARATOR.join(run_notes(prep.policy))  # e.g. a window cut to fit its rows
     return CaseResult(case.name, steps, requests, summary, recorder)
 
 

@@ -64,6 +64,19 @@ class Policy(Protocol):
         """Extra columns for the step last planned (e.g. neurons loaded, cache hit rate)."""
 
 
+class Noting(Protocol):
+    """A policy that may have something to say about a finished run (optional: the engine asks with getattr)."""
+
+    def run_notes(self) -> list[str]:
+        """One line each, for the summary's ``notes`` column, about.md and the terminal (e.g. a window that had
+        to forget neurons to fit its rows); empty when there is nothing to say."""
+
+
+def run_notes(policy: Policy) -> list[str]:
+    notes = getattr(policy, "run_notes", None)
+    return list(notes()) if notes is not None else []
+
+
 @dataclass(frozen=True)
 class Held:
     """The weights a policy keeps in its weights memory from set-up on, by content."""

@@ -95,8 +95,9 @@ class LlmInFlashConfig(StrictModel):
     window_rows: Literal["peak", "budget"] = Field(
         "peak",
         description="peak: the FFN matrices hold the dry run's peak (the budget must admit it); budget: they fill "
-        "what the budget leaves (at most the peak), shared in proportion to the peaks, and a layer whose window "
-        "outgrows its rows forgets its oldest tokens' neurons (the window shortens there)",
+        "what the budget leaves (at most the peak), shared in proportion to the peaks. Either way a layer whose "
+        "window outgrows its rows (past the dry run, or over the budget) forgets its oldest tokens' neurons (the "
+        "window shortens there; counted in window_shortened_layers and said in the run's notes)",
     )
 
 
@@ -129,9 +130,8 @@ class LlmInFlash:
         self._allocate_resident(ctx)
         if self.reuse:
             rows = self._rows(ctx, *self._dry_run())
-            bounded = cfg.window_rows == "budget"
             self.matrix = NeuronMatrix(self.n, rows, self.neuron_bytes)
-            self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k, rows if bounded else None)
+            self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k, rows)  # forgets what outgrows them
             ctx.devices.memories[ctx.placement.window].allocate("ffn_window", self.matrix.allocated_bytes)
         self._static_ops = self._layer_static_ops(ctx)
 
@@ -348,11 +348,24 @@ class LlmInFlash:
             "memmgmt_rows_moved": float(mem.moves.sum()) if mem is not None else 0.0,
             "memmgmt_bytes": float(copied.sum()),
         }
-        if self.reuse and self.config.window_rows == "budget":  # layers (summed over steps) whose window was cut
+        if self.reuse:  # (layer, step) pairs, so far, whose window was cut to fit its rows
             self._stats["window_shortened_layers"] = float(self.window.shortened)
 
     def kv_tokens_held(self, tokens: int) -> float:
         return float(tokens)
+
+    def run_notes(self) -> list[str]:
+        if not self.reuse or self.window.shortened == 0:
+            return []
+        sized = (
+            "what the budget leaves"
+            if self.config.window_rows == "budget"
+            else (f"the peak of its first {self.config.capacity_tokens} steps (policy.capacity_tokens)")
+        )
+        return [
+            f"llm_in_flash: the window outgrew its rows (sized at {sized}) {self.window.shortened} times (layer x "
+            "step) and forgot its oldest tokens' neurons there: window_shortened_layers in tokens.parquet"
+        ]
 
     # ---- Executable (sim.real.executor) ----
     def held(self) -> Held:
