@@ -87,7 +87,8 @@ def _info(args: argparse.Namespace) -> int:
         summary = {k: m.get(k) for k in ("format_version", "model", "n_tokens", "chunk_tokens", "tasks", "command")}
         summary["fields"] = {f: v["encoding"] for f, v in m["fields"].items()}
         summary["contexts"] = [
-            f"{c['id']}: {c['task']}/{c['context']} ({c['n_tokens']} tok)" for c in m.get("contexts", [])
+            f"{c['id']}: {c.get('task', c['task_id'])}/{c.get('context', '?')} ({c['n_tokens']} tok)"
+            for c in m.get("contexts", [])  # manifest.py types id, task_id and n_tokens; the rest is provenance
         ]
     print(json.dumps(summary, indent=1))
     return 0
