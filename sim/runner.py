@@ -35,6 +35,8 @@ from sim.errors import CapacityError, ConfigError, SimError
 from sim.lab.accuracy import AccuracyConfig, run_accuracy
 from sim.lab.kv_accuracy import KVAccuracyConfig, run_kv_accuracy
 from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
+from sim.lab.moefy import MoeficationConfig, run_moefication
+from sim.lab.quant import QuantizationConfig, run_quantization
 from sim.outfolder import ResultsFolder
 from sim.results import SPOOL, write_results
 from sim.search import halving
@@ -77,6 +79,10 @@ OTHER_KINDS = {
     "lif_accuracy": OtherKind(LifAccuracyConfig, run_lif_accuracy, "lif_speed_accuracy.py"),
     # KV-cache policies (StreamingLLM, H2O, top-k, Quest, MagicPIG) on the numpy model
     "kv_accuracy": OtherKind(KVAccuracyConfig, run_kv_accuracy, "kv_accuracy.py"),
+    # SmolLM2 split into experts with learned routers: accuracy, router recall, prefetch hits, routing traces
+    "moefication": OtherKind(MoeficationConfig, run_moefication, "moefication.py"),
+    # storage formats (q8_0 ... HQQ 2-bit) fake-quantized per tensor class: weight error and perplexity
+    "quantization": OtherKind(QuantizationConfig, run_quantization, "quantization.py"),
 }
 
 

@@ -25,14 +25,12 @@ for (setup, cache), part in s.groupby(["setup", "cache"], sort=False):
     ax_hit.plot(part.k, 100 * part.moe_hit_rate, **style)
     ax_bytes.plot(part.k, part.moe_experts_loaded_bytes / 1e9, **style)
 ax_tps.set(xlabel="experts cached per layer", ylabel="tokens/s (batch 1)", title="decode speed")
-ax_hit.set(
-    xlabel="experts cached per layer", ylabel="expert-cache hit rate (%)", title="hit rate (routing: Table 5 fit)"
-)
+ax_hit.set(xlabel="experts cached per layer", ylabel="expert-cache hit rate (%)", title="expert-cache hit rate")
 ax_bytes.set(xlabel="experts cached per layer", ylabel="GB of experts loaded per token", title="expert traffic")
 for ax in (ax_tps, ax_hit, ax_bytes):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-fig.suptitle(f"{s.model[0]} expert offloading (experts 2-bit HQQ unless named; routing fitted to Mixtral Table 5)",
+fig.suptitle(f"{s.model[0]} expert offloading (each setup's routing source: summary.csv, column activations)",
              fontsize=9)  # fmt: skip
 save(fig, folder / "moe_mixtral.png")
 config = __import__("yaml").safe_load((folder / "config.resolved.yaml").read_text())["cases"]

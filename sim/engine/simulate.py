@@ -27,7 +27,7 @@ from sim.engine.summary import summarise, sweep_columns
 from sim.engine.timing import PRIORITY
 from sim.errors import CapacityError, ConfigError, SimError, located
 from sim.layout import BaseLayout, build_layout
-from sim.policies.base import Policy, RunContext, run_notes
+from sim.policies.base import Policy, RunContext, driven_by, run_notes
 from sim.policies.registry import make_policy
 from sim.stats.recorder import NullRecorder, Recorder
 from sim.units import format_bytes
@@ -250,7 +250,7 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None, spool: Pat
     )
     wall_s = time.perf_counter() - prep.wall0
     facts = {"events": env.n_events, "closed_form_steps": executor.n_closed_form, "kv_peak_bytes": kv.peak_bytes,
-             "kv_max_batch": prep.kv_max_batch}  # fmt: skip
+             "kv_max_batch": prep.kv_max_batch, "driven_by": driven_by(prep.policy)}  # fmt: skip
     summary = summarise(case, steps, requests, prep.resident, devices, prep.ctx, facts, wall_s)
     summary["notes"] = NOTE_SEPARATOR.join(run_notes(prep.policy))  # e.g. a window cut to fit its rows
     return CaseResult(case.name, steps, requests, summary, recorder)

@@ -78,7 +78,7 @@ def summarise(
     resident: dict[str, dict[str, float]],
     devices: Devices,
     ctx: RunContext,
-    facts: dict[str, float],
+    facts: dict[str, Any],
     wall_s: float,
 ) -> dict[str, Any]:
     t = tally(steps, list(devices.memories))
@@ -98,7 +98,7 @@ def summarise(
         "model": case.model.name,
         "policy": case.config.policy.name,
         "processor": ctx.processor,
-        "activations": ctx.activations.describe() if ctx.activations is not None else "none (policy needs no trace)",
+        "activations": _driven_by(ctx, facts),
         "requests": len(requests),
         "batch": case.config.batch,
         "tokens": n_tokens,
@@ -128,6 +128,12 @@ def summarise(
         "wall_s": wall_s,
         "sim_tokens_per_wall_s": n_tokens / wall_s,
     }
+
+
+def _driven_by(ctx: RunContext, facts: dict[str, Any]) -> str:
+    if ctx.activations is not None:
+        return ctx.activations.describe()
+    return facts.get("driven_by") or "none (policy needs no trace)"
 
 
 def _memories(resident: dict[str, dict[str, float]], devices: Devices, t: Tally) -> dict[str, Any]:

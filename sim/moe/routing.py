@@ -12,13 +12,20 @@ choice is the same, and the share that share an expert among their top-k (Mixtra
 Table 5, as papers.md gives them: first choice 13.6-14.9% / 23.6-28.4% / 19.7-26.3% at layers 0 / 15 / 31, an
 expert in common among the top-2 44.9-49.9% / 61.6-67.0% / 44.5-53.6%; midpoints used, layers in between
 interpolated linearly). :data:`MIXTRAL_TABLE5` holds those points; every result names this source.
+
+A real routing trace (:class:`TraceRouting`, from the MoEfied SmolLM2 of :mod:`sim.lab.moefy`) is either replayed
+as it is, or its per-layer rates (:meth:`TraceRouting.rates`) replace Table 5's as the chain's targets.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
+
+from sim.errors import TraceError
+from sim.traces.format import TraceReader
 
 # layer -> (same first choice, an expert in common among the top 2): midpoints of Table 5's ranges (papers.md)
 MIXTRAL_TABLE5 = {0: ((0.136 + 0.149) / 2, (0.449 + 0.499) / 2), 15: ((0.236 + 0.284) / 2, (0.616 + 0.670) / 2),
@@ -65,11 +72,13 @@ def route(rng: np.random.Generator, n_tokens: int, n_experts: int, k: int, alpha
     return out
 
 
-def rates(routes: np.ndarray) -> tuple[float, float]:
-    """(share of consecutive tokens with the same first choice, share with an expert in common)."""
-    same_first = float((routes[1:, 0] == routes[:-1, 0]).mean())
-    common = (routes[1:, :, None] == routes[:-1, None, :]).any(axis=(1, 2))
-    return same_first, float(common.mean())
+def rates(routes: np.ndarray, context: np.ndarray | None = None) -> tuple[float, float]:
+    """(share of consecutive tokens with the same first choice, share with an expert in common); routes [T, k];
+    ``context`` [T] (optional): only pairs of consecutive tokens of one context count."""
+    same = np.ones(len(routes) - 1, bool) if context is None else context[1:] == context[:-1]
+    first = (routes[1:, 0] == routes[:-1, 0])[same]
+    common = (routes[1:, :, None] == routes[:-1, None, :]).any(axis=(1, 2))[same]
+    return float(first.mean()), float(common.mean())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -95,3 +104,43 @@ def fit(n_experts: int, k: int, target_first: float, target_common: float, n_tok
         _, common = rates(route(np.random.default_rng(seed), n_tokens, n_experts, k, alpha, beta))
         lo, hi = (beta, hi) if common < target_common else (lo, beta)
     return alpha, (lo + hi) / 2
+
+
+class TraceRouting:
+    """Routing replayed from a routing trace (field ``experts`` [L, k], first choice first; written by
+        ``kind: moefication``, :mod:`sim.lab.moefy`): request r's token t at layer l uses the trace's token
+        ``(start_r + t) mod T``, where request r starts at ``r * 0.618 T`` (spread over the trace, so a batch's
+        requests do not route alike). The model must have the trace's layers, experts and top-k. A trace that also holds
+    ``expert_guess`` (the experts the previous layer's hidden state named) gives a prefetch its real guesses."""
+
+    def __init__(self, path: str | Path, n_layers: int | None, n_experts: int | None, k: int | None) -> None:
+        """None for the shapes to leave unchecked (only the trace's rates are used)."""
+        with TraceReader(path) as reader:
+            if not reader.has("experts"):
+                raise TraceError(f"trace {path}: has no field 'experts' (not a routing trace)")
+            model = reader.model
+            self.routes = reader.read("experts").astype(np.int64)  # [T, L, k]
+            self.context = reader.read("context_id")  # [T]
+            has_guess = reader.has("expert_guess")  # [T, L, k] named a layer early from the hidden state
+            self.guesses = reader.read("expert_guess").astype(np.int64) if has_guess else None
+        self.name = f"routing trace {Path(path).name} ({model.get('name', '?')}, {len(self.routes)} tokens)"
+        want = {key: v for key, v in {"n_layers": n_layers, "n_experts": n_experts, "top_k": k}.items() if v}
+        got = {key: model.get(key) for key in want}
+        if got != want:
+            raise TraceError(f"trace {path}: routes {got}, the model needs {want}")
+        n_experts = int(model.get("n_experts", 0))
+        if self.routes.min() < 0 or self.routes.max() >= n_experts:
+            raise TraceError(f"trace {path}: expert ids outside 0..{n_experts - 1}")
+
+    def row(self, request: int, token: int) -> int:
+        """The trace token that ``request``'s ``token``-th routed token replays."""
+        n = len(self.routes)
+        return (int(request * 0.618 * n) + token) % n
+
+    def experts(self, request: int, token: int, layer: int) -> np.ndarray:
+        """[k] the experts of ``request``'s ``token``-th routed token at ``layer``."""
+        return self.routes[self.row(request, token), layer]
+
+    def rates(self) -> dict[int, tuple[float, float]]:
+        """layer -> (same first choice, an expert in common) over consecutive tokens of one context."""
+        return {layer: rates(self.routes[:, layer], self.context) for layer in range(self.routes.shape[1])}

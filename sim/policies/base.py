@@ -77,6 +77,12 @@ def run_notes(policy: Policy) -> list[str]:
     return list(notes()) if notes is not None else []
 
 
+def driven_by(policy: Policy) -> str | None:
+    """What drives a policy that draws its own statistics instead of reading an activation trace (an optional
+    ``driven_by`` attribute: e.g. moe_offload's routing source), for the summary's ``activations`` column."""
+    return getattr(policy, "driven_by", None)
+
+
 @dataclass(frozen=True)
 class Held:
     """The weights a policy keeps in its weights memory from set-up on, by content."""

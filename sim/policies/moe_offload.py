@@ -14,8 +14,10 @@ of a warm-up, never replaced). ``prefetch``: after layer l's attention, layer l+
 with probability ``prefetch_accuracy`` each, as applying l+1's gate to l's hidden state does) and loaded early; a
 wrong guess is read for nothing.
 
-Routing (which experts each token uses) comes from :mod:`sim.moe.routing`, fitted per layer to the Mixtral paper's
-repetition rates (papers.md); every step row says so (``moe_routing``). Each request of the batch has its own
+Routing (which experts each token uses) comes from :mod:`sim.moe.routing`: by default a chain fitted per layer to
+the Mixtral paper's repetition rates (papers.md); ``routing: trace`` replays a real routing trace (the MoEfied
+SmolLM2 of :mod:`sim.lab.moefy`), ``routing: trace_rates`` fits the chain to that trace's rates instead. The
+summary's ``activations`` column names the source. Each request of the batch has its own
 routing chain; a step loads the union of the batch's experts. Bytes: ``expert_dtype`` / ``attention_dtype`` (HQQ
 formats of papers.md included, :data:`sim.models.profile.DTYPE_BITS`) for what is stored and moved, embeddings and
 LM head at the run's ``dtype``; kernels compute in the run's ``dtype`` (the attention kernels' bytes read are
@@ -24,16 +26,18 @@ charged at it too: a limitation for 4-bit attention, whose GEMVs would read a qu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from sim.config.base import StrictModel
+from sim.config.profiles import REPO_ROOT
 from sim.devices.processor import Op
 from sim.engine.graph import Graph
 from sim.engine.requests import Step
-from sim.errors import ConfigError
+from sim.errors import ConfigError, TraceError
 from sim.models.profile import DTYPE_BITS, dtype_bytes
 from sim.moe import routing
 from sim.policies.base import RunContext
@@ -48,8 +52,17 @@ class MoEOffloadConfig(StrictModel):
     cache_experts: int = Field(0, ge=0, description="experts per layer cached in the processor's memory")
     cache_policy: Literal["lru", "lfu", "static"] = "lru"
     prefetch: bool = False
-    prefetch_accuracy: float = Field(0.0, ge=0, le=1, description="share of next-layer experts guessed right")
+    prefetch_accuracy: float = Field(
+        0.0, ge=0, le=1, description="share of next-layer experts guessed right (a replayed trace's own guesses win)"
+    )
     warmup_tokens: int = Field(64, ge=1, description="routing tokens that pick the static cache's experts")
+    routing: Literal["mixtral_table5", "trace", "trace_rates"] = Field(
+        "mixtral_table5",
+        description="mixtral_table5: a chain fitted to the Mixtral paper's repetition rates; trace: routing_trace "
+        "replayed as it is (the model must have its layers, experts and top-k); trace_rates: a chain fitted to "
+        "routing_trace's per-layer rates (interpolated onto the model's layers)",
+    )
+    routing_trace: str | None = Field(None, description="a routing trace (kind: moefication writes them)")
 
     @field_validator("expert_dtype", "attention_dtype")
     @classmethod
@@ -88,8 +101,10 @@ class MoEOffload:
             ctx.devices.memories[self.here].allocate("expert_cache", cfg.cache_experts * m.n_layers * self.expert_bytes)
         if cfg.experts_on != "flash":
             ctx.devices.memories[cfg.experts_on].allocate("experts", m.n_experts * m.n_layers * self.expert_bytes)
-        targets = routing.table_rates(m.n_layers)
+        self.replay, points = self._routing_source(m)
+        targets = routing.table_rates(m.n_layers, points) if self.replay is None else []  # a replay needs no chain
         self.chain = [routing.fit(m.n_experts, m.experts_top_k, round(a, 4), round(b, 4)) for a, b in targets]
+        self.tokens_routed: dict[tuple[int, int], int] = {}  # (request, layer) -> its tokens routed so far
         self.prev: dict[tuple[int, int], np.ndarray] = {}  # (request, layer) -> its last token's experts
         self.cache = [self._initial_cache(l) for l in range(m.n_layers)]  # per layer: expert -> last use / count
         self.clock = 0
@@ -100,6 +115,7 @@ class MoEOffload:
             + dtype_bytes(ctx.dtype, m.embedding_weights)
         )
         self._planned: dict[tuple[int, int], dict[int, int]] = {}
+        self._replayed: dict[tuple[int, int], list[int]] = {}  # (step, layer) -> trace rows its tokens replayed
         self._router_op = (
             Op(
                 "router",
@@ -109,12 +125,34 @@ class MoEOffload:
             ),
         )
 
+    def _routing_source(self, m) -> tuple[routing.TraceRouting | None, dict[int, tuple[float, float]]]:
+        """(the trace to replay, or None; the per-layer rates the chain is fitted to)."""
+        cfg = self.config
+        if cfg.routing == "mixtral_table5":
+            self.driven_by = routing.SOURCE
+            return None, routing.MIXTRAL_TABLE5
+        if cfg.routing_trace is None:
+            raise ConfigError("experiment", "policy.routing_trace", f"routing: {cfg.routing} needs a trace", None)
+        path = Path(cfg.routing_trace)
+        path = path if path.is_absolute() or path.is_file() else REPO_ROOT / path
+        k = m.experts_top_k if cfg.routing == "trace" else None
+        try:
+            trace = routing.TraceRouting(path, m.n_layers if k else None, m.n_experts if k else None, k)
+        except TraceError as err:
+            raise ConfigError("experiment", "policy.routing_trace", str(err), cfg.routing_trace) from None
+        self.driven_by = f"{trace.name}, {'replayed' if k else 'its per-layer rates fitted'}"
+        return (trace if k else None), trace.rates()
+
     def _initial_cache(self, layer: int) -> dict[int, float]:
         cfg, m = self.config, self.ctx.model
         if not cfg.cache_experts or cfg.cache_policy != "static":  # lru and lfu caches start empty
             return {}
-        a, b = self.chain[layer]
-        warm = routing.route(np.random.default_rng([layer, 7]), cfg.warmup_tokens, m.n_experts, m.experts_top_k, a, b)
+        if self.replay is not None:  # the trace's first tokens
+            warm = np.stack([self.replay.experts(0, t, layer) for t in range(cfg.warmup_tokens)])
+        else:
+            a, b = self.chain[layer]
+            rng = np.random.default_rng([layer, 7])
+            warm = routing.route(rng, cfg.warmup_tokens, m.n_experts, m.experts_top_k, a, b)
         popular = np.argsort(-np.bincount(warm.ravel(), minlength=m.n_experts), kind="stable")[: cfg.cache_experts]
         return {int(e): 0.0 for e in popular}
 
@@ -125,16 +163,21 @@ class MoEOffload:
         the next layer sees what that layer will use."""
         key = (step.index, layer)
         if key not in self._planned:
-            m, (a, b) = self.ctx.model, self.chain[layer]
-            counts: dict[int, int] = {}
+            m, counts, rows = self.ctx.model, {}, []
             for rid, n_new in zip(step.requests, step.new_tokens, strict=True):
                 now = self.prev.get((rid, layer))
                 for _ in range(n_new):
-                    now = routing.step(self.rng, now, m.n_experts, m.experts_top_k, a, b)
+                    if self.replay is not None:
+                        seen = self.tokens_routed.get((rid, layer), 0)
+                        now, self.tokens_routed[(rid, layer)] = self.replay.experts(rid, seen, layer), seen + 1
+                        rows.append(self.replay.row(rid, seen))
+                    else:
+                        now = routing.step(self.rng, now, m.n_experts, m.experts_top_k, *self.chain[layer])
                     for e in now.tolist():
                         counts[e] = counts.get(e, 0) + 1
                 self.prev[(rid, layer)] = now
             self._planned = {k: v for k, v in self._planned.items() if k[0] == step.index} | {key: counts}
+            self._replayed = {k: v for k, v in self._replayed.items() if k[0] == step.index} | {key: rows}
         return self._planned[key]
 
     def _expert(self, n_tokens: int) -> tuple[Op, ...]:
@@ -212,13 +255,19 @@ class MoEOffload:
         return g
 
     def _prefetch(self, g: Graph, step: Step, layer: int, after: tuple[int, ...]) -> tuple[dict[int, int], float]:
-        """Guess ``layer``'s experts (each right with prefetch_accuracy, else a random expert) and load each guess not
-        cached, once; returns (expert -> load job for every guess the layer routes, bytes read, wasted or not)."""
+        """Guess ``layer``'s experts (a replayed trace's real guesses, made from the previous layer's hidden state;
+        else each routed expert right with prefetch_accuracy, otherwise a random one) and load each guess not cached,
+        once; returns (expert -> load job for every guess the layer routes, bytes read, wasted or not)."""
         m, cfg = self.ctx.model, self.config
         routed = self._routed(step, layer)
+        if self.replay is not None and self.replay.guesses is not None:  # the trace's real guesses
+            named = self.replay.guesses[self._replayed[(step.index, layer)], layer].ravel()
+            guesses = sorted({int(e) for e in named if e >= 0})
+        else:
+            guesses = [e if self.rng.random() < cfg.prefetch_accuracy else int(self.rng.integers(m.n_experts))
+                       for e in sorted(routed)]  # fmt: skip
         issued: dict[int, int] = {}
-        for e in sorted(routed):
-            guess = e if self.rng.random() < cfg.prefetch_accuracy else int(self.rng.integers(m.n_experts))
+        for guess in guesses:
             if guess not in self.cache[layer] and guess not in issued:
                 issued[guess] = self._load(g, layer, guess, after)
         useful = {e: job for e, job in issued.items() if e in routed}

@@ -48,6 +48,8 @@ FIELDS: dict[str, tuple[tuple[str, ...], str, Encoding]] = {
     "attn_in": (("n_layers", "d_model"), "float32", Encoding("fp16")),  # RMS-normed input of q/k/v
     "q": (("n_layers", "n_heads", "head_dim"), "float32", Encoding("fp16")),  # after RoPE
     "k": (("n_layers", "n_kv_heads", "head_dim"), "float32", Encoding("fp16")),  # after RoPE
+    "experts": (("n_layers", "top_k"), "int16", Encoding("raw")),  # routed experts, first choice first (MoE)
+    "expert_guess": (("n_layers", "top_k"), "int16", Encoding("raw")),  # guessed a layer early (-1: no guess)
     "token_id": ((), "int32", Encoding("raw")),
     "position": ((), "int32", Encoding("raw")),  # position inside its context (0-based)
     "task_id": ((), "int16", Encoding("raw")),
