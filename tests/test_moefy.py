@@ -72,6 +72,15 @@ def test_routing_traces_round_trip_and_rates_count_only_pairs_inside_a_context(t
         routing.TraceRouting(tmp_path / "r.trace", 3, 16, 2)
 
 
+def test_a_chain_fitted_with_skewed_popularity_keeps_the_rates_and_the_skew():
+    p = np.array([0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
+    alpha, beta = routing.fit(8, 2, 0.35, 0.7, tuple(p))
+    r = routing.route(np.random.default_rng(7), 20000, 8, 2, alpha, beta, p)
+    first, common = routing.rates(r)
+    assert first == pytest.approx(0.35, abs=0.02) and common == pytest.approx(0.7, abs=0.03)
+    assert np.bincount(r[:, 0], minlength=8)[0] / len(r) == pytest.approx(0.4, abs=0.03)  # expert 0 stays popular
+
+
 def _moe_case(tmp_path: Path, **policy):
     exp = {"name": "moe", "hardware": "pc-high-rtx4090", "model": "smollm2-135m-moe8", "processor": "gpu",
            "context_tokens": 16, "decode_tokens": 10, "prefill_chunk_tokens": 0, "timeline_tokens": 0,

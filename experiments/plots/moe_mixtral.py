@@ -18,9 +18,9 @@ s = s.join(per[["moe_hit_rate", "moe_experts_loaded_bytes", "moe_model_bytes"]].
 parts = s["case"].str.split(",", expand=True)
 s["setup"], s["cache"], s["k"] = parts[0], parts[1], parts[2].str.removeprefix("k=").astype(int)
 fig, (ax_tps, ax_hit, ax_bytes) = plt.subplots(1, 3, figsize=(15, 4.4))
-for (setup, cache), part in s.groupby(["setup", "cache"], sort=False):
+for i, ((setup, cache), part) in enumerate(s.groupby(["setup", "cache"], sort=False)):
     part = part.sort_values("k")
-    style = dict(marker="o", label=f"{setup} {cache}")
+    style = dict(marker="o", label=f"{setup} {cache}", color=plt.cm.tab20.colors[i % 20])  # >10 setups: tab20
     ax_tps.plot(part.k, part.tokens_per_s, **style)
     ax_hit.plot(part.k, 100 * part.moe_hit_rate, **style)
     ax_bytes.plot(part.k, part.moe_experts_loaded_bytes / 1e9, **style)

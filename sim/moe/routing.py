@@ -82,15 +82,16 @@ def rates(routes: np.ndarray, context: np.ndarray | None = None) -> tuple[float,
 
 
 @functools.lru_cache(maxsize=1024)
-def fit(n_experts: int, k: int, target_first: float, target_common: float, n_tokens: int = 2000,
-        seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """(alpha, beta) whose chain reproduces the two rates (alpha in closed form; beta in closed form for top-2,
-    else by bisection on a sample).
+def fit(n_experts: int, k: int, target_first: float, target_common: float, popularity: tuple[float, ...] | None = None,
+        n_tokens: int = 2000, seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """(alpha, beta) whose chain reproduces the two rates (alpha in closed form: a fresh first choice repeats with
+    probability sum p_e^2; beta in closed form for top-2 under uniform popularity, else by bisection on a sample).
     Where the first choice's repetition alone already exceeds ``target_common`` (beta = 0), the chain keeps it:
     :func:`rates` of a generated route says what was reached."""
-    base = 1.0 / n_experts
+    p = None if popularity is None else np.asarray(popularity, float) / sum(popularity)
+    base = 1.0 / n_experts if p is None else float(np.sum(p**2))
     alpha = float(np.clip((target_first - base) / (1.0 - base), 0.0, 1.0))
-    if k == 2:
+    if k == 2 and p is None:
         # Closed form (uniform popularity): the new first choice is one of prev's two experts with probability
         # 1 - fresh; otherwise the second choice shares one with probability beta + (1 - beta) 2 / (E - 1).
         E = n_experts
@@ -101,7 +102,7 @@ def fit(n_experts: int, k: int, target_first: float, target_common: float, n_tok
     lo, hi = 0.0, 1.0
     for _ in range(10):
         beta = (lo + hi) / 2
-        _, common = rates(route(np.random.default_rng(seed), n_tokens, n_experts, k, alpha, beta))
+        _, common = rates(route(np.random.default_rng(seed), n_tokens, n_experts, k, alpha, beta, p))
         lo, hi = (beta, hi) if common < target_common else (lo, beta)
     return alpha, (lo + hi) / 2
 
@@ -128,9 +129,9 @@ class TraceRouting:
         got = {key: model.get(key) for key in want}
         if got != want:
             raise TraceError(f"trace {path}: routes {got}, the model needs {want}")
-        n_experts = int(model.get("n_experts", 0))
-        if self.routes.min() < 0 or self.routes.max() >= n_experts:
-            raise TraceError(f"trace {path}: expert ids outside 0..{n_experts - 1}")
+        self.n_experts = int(model.get("n_experts", 0))
+        if self.routes.min() < 0 or self.routes.max() >= self.n_experts:
+            raise TraceError(f"trace {path}: expert ids outside 0..{self.n_experts - 1}")
 
     def row(self, request: int, token: int) -> int:
         """The trace token that ``request``'s ``token``-th routed token replays."""
@@ -140,6 +141,14 @@ class TraceRouting:
     def experts(self, request: int, token: int, layer: int) -> np.ndarray:
         """[k] the experts of ``request``'s ``token``-th routed token at ``layer``."""
         return self.routes[self.row(request, token), layer]
+
+    def popularity(self) -> np.ndarray:
+        """[L, E] each expert's share of the layer's choices (every top-k slot counted)."""
+        n_experts = int(self.routes.max()) + 1
+        counts = np.stack(
+            [np.bincount(self.routes[:, l].ravel(), minlength=n_experts) for l in range(self.routes.shape[1])]
+        )
+        return counts / counts.sum(axis=1, keepdims=True)
 
     def rates(self) -> dict[int, tuple[float, float]]:
         """layer -> (same first choice, an expert in common) over consecutive tokens of one context."""

@@ -60,7 +60,7 @@ class MoEOffloadConfig(StrictModel):
         "mixtral_table5",
         description="mixtral_table5: a chain fitted to the Mixtral paper's repetition rates; trace: routing_trace "
         "replayed as it is (the model must have its layers, experts and top-k); trace_rates: a chain fitted to "
-        "routing_trace's per-layer rates (interpolated onto the model's layers)",
+        "routing_trace's per-layer rates and, where the expert counts match, popularity (layers interpolated)",
     )
     routing_trace: str | None = Field(None, description="a routing trace (kind: moefication writes them)")
 
@@ -101,9 +101,13 @@ class MoEOffload:
             ctx.devices.memories[self.here].allocate("expert_cache", cfg.cache_experts * m.n_layers * self.expert_bytes)
         if cfg.experts_on != "flash":
             ctx.devices.memories[cfg.experts_on].allocate("experts", m.n_experts * m.n_layers * self.expert_bytes)
-        self.replay, points = self._routing_source(m)
+        self.replay, points, popularity = self._routing_source(m)
         targets = routing.table_rates(m.n_layers, points) if self.replay is None else []  # a replay needs no chain
-        self.chain = [routing.fit(m.n_experts, m.experts_top_k, round(a, 4), round(b, 4)) for a, b in targets]
+        self.popularity = [None if popularity is None else popularity[round(l * (len(popularity) - 1) /
+                           max(m.n_layers - 1, 1))] for l in range(len(targets))]  # fmt: skip
+        self.chain = [routing.fit(m.n_experts, m.experts_top_k, round(a, 4), round(b, 4),
+                                  None if p is None else tuple(np.round(p, 4))) + (p,)
+                      for (a, b), p in zip(targets, self.popularity, strict=True)]  # fmt: skip
         self.tokens_routed: dict[tuple[int, int], int] = {}  # (request, layer) -> its tokens routed so far
         self.prev: dict[tuple[int, int], np.ndarray] = {}  # (request, layer) -> its last token's experts
         self.cache = [self._initial_cache(l) for l in range(m.n_layers)]  # per layer: expert -> last use / count
@@ -125,12 +129,13 @@ class MoEOffload:
             ),
         )
 
-    def _routing_source(self, m) -> tuple[routing.TraceRouting | None, dict[int, tuple[float, float]]]:
-        """(the trace to replay, or None; the per-layer rates the chain is fitted to)."""
+    def _routing_source(self, m) -> tuple[routing.TraceRouting | None, dict, np.ndarray | None]:
+        """(the trace to replay, or None; the per-layer rates the chain is fitted to; the trace's per-layer
+        popularity [L_trace, E] when it has the model's experts, else None: uniform)."""
         cfg = self.config
         if cfg.routing == "mixtral_table5":
-            self.driven_by = routing.SOURCE
-            return None, routing.MIXTRAL_TABLE5
+            self.driven_by = routing.SOURCE + ", uniform popularity"
+            return None, routing.MIXTRAL_TABLE5, None
         if cfg.routing_trace is None:
             raise ConfigError("experiment", "policy.routing_trace", f"routing: {cfg.routing} needs a trace", None)
         path = Path(cfg.routing_trace)
@@ -140,8 +145,12 @@ class MoEOffload:
             trace = routing.TraceRouting(path, m.n_layers if k else None, m.n_experts if k else None, k)
         except TraceError as err:
             raise ConfigError("experiment", "policy.routing_trace", str(err), cfg.routing_trace) from None
-        self.driven_by = f"{trace.name}, {'replayed' if k else 'its per-layer rates fitted'}"
-        return (trace if k else None), trace.rates()
+        if k:
+            self.driven_by = f"{trace.name}, replayed"
+            return trace, trace.rates(), None
+        same = trace.n_experts == m.n_experts  # an expert's share transfers only between equal expert counts
+        self.driven_by = f"{trace.name}, its per-layer rates{' and popularity' if same else ''} fitted"
+        return None, trace.rates(), trace.popularity() if same else None
 
     def _initial_cache(self, layer: int) -> dict[int, float]:
         cfg, m = self.config, self.ctx.model
@@ -150,9 +159,8 @@ class MoEOffload:
         if self.replay is not None:  # the trace's first tokens
             warm = np.stack([self.replay.experts(0, t, layer) for t in range(cfg.warmup_tokens)])
         else:
-            a, b = self.chain[layer]
             rng = np.random.default_rng([layer, 7])
-            warm = routing.route(rng, cfg.warmup_tokens, m.n_experts, m.experts_top_k, a, b)
+            warm = routing.route(rng, cfg.warmup_tokens, m.n_experts, m.experts_top_k, *self.chain[layer])
         popular = np.argsort(-np.bincount(warm.ravel(), minlength=m.n_experts), kind="stable")[: cfg.cache_experts]
         return {int(e): 0.0 for e in popular}
 
