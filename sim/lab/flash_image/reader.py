@@ -73,6 +73,8 @@ class FlashImage:
         manifest = json.loads(mpath.read_text())
         if manifest.get("format") != FORMAT:
             raise SimError(f"{mpath}: format: not a flash image manifest (got {manifest.get('format')!r})")
+        if manifest.get("kind") == "channels":
+            raise SimError(f"{path}: is a channel-layout image (ActiveFlow); sim.lab.flash_image.ChannelImage reads it")
         profile = ModelProfile.model_validate(manifest["model"])
         options = {}
         if manifest["friends_file"]:

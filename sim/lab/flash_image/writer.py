@@ -78,7 +78,7 @@ def write_image(
     ``random_seed``: the weights are :func:`random_weights` of this seed (recorded, so a reference can rebuild them)."""
     _check(weights, profile, layout, dtype)
     path, dt = Path(path), IMAGE_DTYPES[dtype]
-    _refuse_foreign(path)
+    refuse_foreign(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     img = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(layout.total_bytes,))
@@ -101,7 +101,7 @@ def write_image(
     return manifest
 
 
-def _refuse_foreign(path: Path) -> None:
+def refuse_foreign(path: Path) -> None:
     """Never replace a file this tool did not write: an existing ``path`` must be an image with our manifest."""
     if path.is_dir():
         raise SimError(f"{path}: is a folder; give the image file's path")
