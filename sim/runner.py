@@ -33,6 +33,7 @@ from sim.dask_executor import simulate_on_dask
 from sim.engine.simulate import CaseResult, check_case, does_not_fit, make_requests, simulate_case
 from sim.errors import CapacityError, ConfigError, SimError
 from sim.lab.accuracy import AccuracyConfig, run_accuracy
+from sim.lab.activeflow_stats import ActiveflowStatsConfig, run_activeflow_stats
 from sim.lab.kv_accuracy import KVAccuracyConfig, run_kv_accuracy
 from sim.lab.lif.accuracy import LifAccuracyConfig, run_lif_accuracy
 from sim.lab.moefy import MoeficationConfig, run_moefication
@@ -83,6 +84,8 @@ OTHER_KINDS = {
     "moefication": OtherKind(MoeficationConfig, run_moefication, "moefication.py"),
     # storage formats (q8_0 ... HQQ 2-bit) fake-quantized per tensor class: weight error and perplexity
     "quantization": OtherKind(QuantizationConfig, run_quantization, "quantization.py"),
+    # ActiveFlow's cross-layer prediction and channel caches for the input of every op of the real model
+    "activeflow_stats": OtherKind(ActiveflowStatsConfig, run_activeflow_stats, "activeflow_stats.py"),
 }
 
 

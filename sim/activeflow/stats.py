@@ -47,7 +47,11 @@ def active_sets(x: np.ndarray, sp: float) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def cross_layer(trace: Path, sp: float, max_distance: int = 8, from_layer: int = 3) -> dict[int, tuple[float, float]]:
     """{delta: (mean cosine similarity, mean precision)} of layer n's input predicting layer n + delta's."""
-    x, _, _ = _inputs(trace)
+    return cross_layer_of(_inputs(trace)[0], sp, max_distance, from_layer)
+
+
+def cross_layer_of(x: np.ndarray, sp: float, max_distance: int = 8, from_layer: int = 3) -> dict:
+    """:func:`cross_layer` of inputs x [T, L, c]."""
     active = active_sets(x, sp)
     L = x.shape[1]
     unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -65,27 +69,39 @@ def cross_layer(trace: Path, sp: float, max_distance: int = 8, from_layer: int =
 
 def _lfu(stream: np.ndarray, capacity: int) -> float:
     """Hit rate of a per-layer LFU-admission cache over ``stream`` [T, L, d] bool (needed channels per token)."""
+    hits, needed = lfu_hits(stream, capacity)
+    return float(hits.sum() / max(needed.sum(), 1))
+
+
+def lfu_hits(stream: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """([T] channels found in the LFU cache, [T] channels needed) per token of ``stream`` [T, L, d]."""
     T, L, d = stream.shape
     counts = np.zeros((L, d))
     cached = np.zeros((L, d), bool)
-    hits = needed = 0
+    hits, needed = np.zeros(T, np.int64), np.zeros(T, np.int64)
     for t in range(T):
         need = stream[t]
-        hits += int((need & cached).sum())
-        needed += int(need.sum())
+        hits[t] = int((need & cached).sum())
+        needed[t] = int(need.sum())
         counts += need
         for l in range(L):  # admit the hottest channels: the cache holds the top-``capacity`` counts seen so far
             if capacity:
                 top = np.argpartition(-counts[l], capacity - 1)[:capacity]
                 cached[l] = False
                 cached[l, top] = counts[l, top] > 0
-    return hits / max(needed, 1)
+    return hits, needed
 
 
 def _lru(stream: np.ndarray, capacity: int) -> float:
+    hits, needed = lru_hits(stream, capacity)
+    return float(hits.sum() / max(needed.sum(), 1))
+
+
+def lru_hits(stream: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`lfu_hits` for an LRU cache."""
     T, L, d = stream.shape
     last = np.full((L, d), -1)
-    hits = needed = 0
+    hits, needed = np.zeros(T, np.int64), np.zeros(T, np.int64)
     for t in range(T):
         need = stream[t]
         if capacity:
@@ -93,10 +109,10 @@ def _lru(stream: np.ndarray, capacity: int) -> float:
             cached = np.zeros((L, d), bool)
             np.put_along_axis(cached, rank, True, axis=1)
             cached &= last >= 0
-            hits += int((need & cached).sum())
-        needed += int(need.sum())
+            hits[t] = int((need & cached).sum())
+        needed[t] = int(need.sum())
         last[need] = t
-    return hits / max(needed, 1)
+    return hits, needed
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,6 +120,11 @@ def cache_hit_rates(trace: Path, sp: float, capacity: float) -> dict[str, float]
     """Hit rates of the active channels: ``lfu_context``, ``lru_context`` (cold start per context, warmed on it)
     and ``lfu_task`` (the task's hot set from its other contexts), averaged over contexts (token-weighted)."""
     x, context, task = _inputs(trace)
+    return cache_rates_of(x, context, task, sp, capacity)
+
+
+def cache_rates_of(x: np.ndarray, context: np.ndarray, task: np.ndarray, sp: float, capacity: float) -> dict:
+    """:func:`cache_hit_rates` of inputs x [T, L, c] with their context and task ids [T]."""
     active = active_sets(x, sp)
     d = x.shape[-1]
     cap = int(round(capacity * d))
