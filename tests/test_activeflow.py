@@ -15,6 +15,7 @@ from sim.activeflow.stats import active_sets, cache_hit_rates, cross_layer
 from sim.config.experiment import load_experiment
 from sim.config.profiles import load_model
 from sim.engine.simulate import simulate_case
+from sim.errors import CapacityError
 
 TRACE = Path(__file__).resolve().parents[1] / "traces" / "smollm2-135m.trace"
 
@@ -56,7 +57,7 @@ def test_op_channel_layer_extents_hold_a_channel_for_every_layer_of_the_group():
     )
 
 
-def _case(tmp_path, **policy):
+def _case(tmp_path, budget=None, **policy):
     exp = {
         "name": "af",
         "hardware": "pixel-6",
@@ -68,7 +69,7 @@ def _case(tmp_path, **policy):
         "prefill_chunk_tokens": 0,
         "timeline_tokens": 0,
         "policy": {"name": "activeflow", "sparsity": 0.6, **policy},
-    }
+    } | ({"dram_budget": budget} if budget else {})
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
     (case,) = load_experiment(tmp_path / "e.yaml")
     return simulate_case(case, timeline=False)
@@ -122,3 +123,19 @@ def test_top_k_input_channels_on_the_real_model(smollm):
     sparse = prefill(cfg, w, RunState.new(cfg, len(ids)), ids, Hooks(channels=ChannelTopK(0.5, False, half)))
     assert np.mean(half) == pytest.approx(0.5, abs=0.01) and len(half) == 4 * cfg.n_layers  # four inputs per layer
     assert 0 < np.abs(sparse - dense).mean() < np.abs(dense).mean()  # changed, not destroyed
+
+
+def test_the_optimizer_fills_the_budget_with_cache_and_refuses_one_too_small(tmp_path):
+    total = ChannelLayout(load_model("llama-2-7b"), "q4_0", 1).total_bytes
+    roomy = _case(tmp_path, budget="3 GB", optimize=True)
+    steps = roomy.tokens
+    assert steps["af_cache_fraction"].tolist() == pytest.approx([0.4, 0.4])  # capped at the active share, 1 - sp
+    assert 1 <= steps["af_group"].iloc[0] <= 8
+    tight = _case(tmp_path, budget="1 GB", optimize=True)
+    held = tight.summary["dram_tenants_GB"]
+    assert held["hot_channels"] * 1e9 == pytest.approx(tight.tokens["af_cache_fraction"].iloc[0] * total)
+    kv = load_model("llama-2-7b").kv_bytes_per_token("fp16") * 18  # 16 prompt + 2 decoded tokens
+    left = 1e9 - sum(held.values()) * 1e9 - kv
+    assert 0 <= left < 1e6  # the cache took what the budget left
+    with pytest.raises(CapacityError, match="preload buffer"):
+        _case(tmp_path, budget="0.2 GB", optimize=True)  # the embeddings fit, one layer's buffers do not

@@ -35,16 +35,17 @@ import numpy as np
 from pydantic import Field
 
 from sim.activeflow.channels import ChannelLayout, in_out
-from sim.activeflow.cost import CostInputs, token_s
+from sim.activeflow.cost import CostInputs, greedy_group, token_s
 from sim.activeflow.stats import cache_hit_rates, cross_layer
 from sim.config.base import StrictModel
 from sim.config.profiles import REPO_ROOT
 from sim.devices.processor import Op
 from sim.engine.graph import Graph
 from sim.engine.requests import Step
-from sim.errors import ConfigError
+from sim.errors import CapacityError, ConfigError
 from sim.policies.base import RunContext
 from sim.policies.ops import StepOps, attended_positions
+from sim.units import format_bytes
 
 
 class ActiveFlowConfig(StrictModel):
@@ -58,6 +59,14 @@ class ActiveFlowConfig(StrictModel):
     hit_rate: float | None = Field(None, ge=0, le=1, description="cache hit rate (default: the trace's)")
     trace: str = Field("traces/smollm2-135m.trace", description="real trace whose mlp_in gives the statistics")
     coalesce_reads: bool = Field(True, description="adjacent channels merge into one read")
+    optimize: bool = Field(
+        False,
+        description="ActiveFlow's optimizer at this sparsity: group N by the greedy search of the cost model (grow "
+        "N while the preload outlasts compute and a larger N still gains 2%), the hot-channel cache filling what the "
+        "DRAM budget leaves after embeddings, the KV cache and the double preload buffer (group and "
+        "cache_fraction are then chosen, not read; the step rows report them)",
+    )
+    max_group: int = Field(8, ge=1, le=64, description="largest N the optimizer tries")
 
 
 class ActiveFlow:
@@ -71,26 +80,63 @@ class ActiveFlow:
             reason = "activeflow models one request at a time (set batch: 1)"
             raise ConfigError("experiment", "batch", reason, ctx.max_batch)
         self.ctx, self.ops, self.rng = ctx, StepOps(model, dtype, ctx.kv_dtype), ctx.rng
-        self.layout = ChannelLayout(model, dtype, cfg.group, grouped=cfg.layout == "op_channel_layer")
-        self.keep = {op: int(round((1 - cfg.sparsity) * in_out(model, op)[0])) for op in self.layout.ops}
-        trace = Path(cfg.trace) if Path(cfg.trace).is_absolute() else REPO_ROOT / cfg.trace
-        distances = max(cfg.group, 1)
-        if cfg.precision is None:
-            measured = cross_layer(trace, round(cfg.sparsity, 6), distances)
-            self.precision = [measured.get(d, measured[max(measured)])[1] for d in range(1, distances + 1)]
-        else:
-            self.precision = [cfg.precision] * distances
-        measured_hr = cache_hit_rates(trace, round(cfg.sparsity, 6), cfg.cache_fraction) if cfg.cache_fraction else {}
-        self.hit_rate = cfg.hit_rate if cfg.hit_rate is not None else measured_hr.get(cfg.cache, 0.0)
-        active_layer = self.layout.layer_bytes * (1 - cfg.sparsity)
+        self.trace = Path(cfg.trace) if Path(cfg.trace).is_absolute() else REPO_ROOT / cfg.trace
         weights = ctx.devices.memories[ctx.placement.weights]
         weights.allocate("embeddings", model.embedding_bytes(dtype))
+        self.group, self.cache_fraction = cfg.group, cfg.cache_fraction
+        if cfg.optimize:
+            self.group, self.cache_fraction = self._optimize(ctx)
+        self.layout = ChannelLayout(model, dtype, self.group, grouped=cfg.layout == "op_channel_layer")
+        self.keep = {op: int(round((1 - cfg.sparsity) * in_out(model, op)[0])) for op in self.layout.ops}
+        self.precision = self._precision(max(self.group, 1))
+        self.hit_rate = self._hit_rate(self.cache_fraction)
+        active_layer = self.layout.layer_bytes * (1 - cfg.sparsity)
         window = ctx.devices.memories[ctx.placement.window]
-        if cfg.cache_fraction:
-            window.allocate("hot_channels", cfg.cache_fraction * self.layout.total_bytes)
-        window.allocate("preload_buffer", 2 * active_layer * max(cfg.group, 1))
+        if self.cache_fraction:
+            window.allocate("hot_channels", self.cache_fraction * self.layout.total_bytes)
+        window.allocate("preload_buffer", 2 * active_layer * max(self.group, 1))
         self._compute = self._layer_compute()
-        self._cost = self._cost_model(ctx, active_layer)
+        self._cost = token_s(self._cost_inputs(ctx, self.group, self.hit_rate, float(np.mean(self.precision))))
+
+    def _precision(self, distances: int) -> list[float]:
+        """si per layer distance 1 .. distances: the config's, or what the real trace measures at this sparsity."""
+        cfg = self.config
+        if cfg.precision is not None:
+            return [cfg.precision] * distances
+        measured = cross_layer(self.trace, round(cfg.sparsity, 6), distances)
+        return [measured.get(d, measured[max(measured)])[1] for d in range(1, distances + 1)]
+
+    def _hit_rate(self, cache_fraction: float) -> float:
+        cfg = self.config
+        if cfg.hit_rate is not None:
+            return cfg.hit_rate
+        if not cache_fraction:
+            return 0.0
+        return cache_hit_rates(self.trace, round(cfg.sparsity, 6), round(cache_fraction, 3))[cfg.cache]
+
+    def _optimize(self, ctx: RunContext) -> tuple[int, float]:
+        """(N, cache_fraction) by ActiveFlow's greedy search under the window memory's budget (class docstring)."""
+        cfg, model = self.config, ctx.model
+        total = ChannelLayout(model, ctx.dtype, 1).total_bytes  # S_m: every layer's weights
+        active_layer = total / model.n_layers * (1 - cfg.sparsity)
+        kv = model.kv_bytes_per_token(ctx.kv_dtype) * ctx.max_context_tokens
+        free = ctx.devices.memories[ctx.placement.window].budget_free_bytes - kv
+
+        def cache_fraction(n: int) -> float:  # what the budget leaves after the double preload buffer
+            return float(np.clip((free - 2 * active_layer * n) / total, 0.0, 1 - cfg.sparsity))
+
+        if free < 2 * active_layer:
+            need = format_bytes(2 * active_layer + kv)
+            raise CapacityError(f"activeflow: the preload buffer of one layer and the KV cache need {need} beside "
+                                "the embeddings; the DRAM budget leaves less")  # fmt: skip
+        fits = min(cfg.max_group, int(free // (2 * active_layer)))  # the largest N whose double buffer fits
+        precision = self._precision(fits)
+
+        def make(n: int) -> CostInputs:
+            return self._cost_inputs(ctx, n, self._hit_rate(cache_fraction(n)), float(np.mean(precision[:n])))
+
+        n = greedy_group(make, fits)
+        return n, cache_fraction(n)
 
     def _layer_compute(self) -> tuple[Op, ...]:
         """The layer's GEMVs over its active channels (gathered columns) -- the same every decode step."""
@@ -104,26 +150,26 @@ class ActiveFlow:
         inputs = 3 * m.d_model + m.d_ff + m.n_heads * m.head_dim  # attn_in, o's input, mlp_in (twice), down's input
         return (Op("topk", 10.0 * inputs * step.n_tokens, 4.0 * inputs, "fp32"),)
 
-    def _cost_model(self, ctx: RunContext, active_layer: float) -> dict[str, float]:
+    def _cost_inputs(self, ctx: RunContext, group: int, hit_rate: float, precision: float) -> CostInputs:
         cfg, flash = self.config, ctx.devices.flash
         proc = ctx.hardware.processors[ctx.processor]
-        column = float(np.mean(list(self.layout.column_bytes.values())))
+        layout = ChannelLayout(ctx.model, ctx.dtype, group)
+        column = float(np.mean(list(layout.column_bytes.values())))
         qd = flash.spec.max_queue_depth
-        small, large = (max(column, flash.spec.page_bytes), max(column * max(cfg.group, 1), flash.spec.page_bytes))
-        inputs = CostInputs(
-            layer_bytes=self.layout.layer_bytes, n_layers=ctx.model.n_layers, sparsity=cfg.sparsity, group=cfg.group,
-            hit_rate=self.hit_rate, precision=float(np.mean(self.precision)),
+        small, large = (max(column, flash.spec.page_bytes), max(column * max(group, 1), flash.spec.page_bytes))
+        return CostInputs(
+            layer_bytes=layout.layer_bytes, n_layers=ctx.model.n_layers, sparsity=cfg.sparsity, group=group,
+            hit_rate=hit_rate, precision=precision,
             bw_small_Bps=flash.throughput_Bps(small, qd) * column / small,  # a column moves a whole page at least
-            bw_large_Bps=flash.throughput_Bps(large, qd) * column * max(cfg.group, 1) / large,
+            bw_large_Bps=flash.throughput_Bps(large, qd) * column * max(group, 1) / large,
             bw_mem_Bps=proc.mem_bandwidth * proc.bandwidth_efficiency * proc.gather_efficiency,
         )  # fmt: skip
-        return token_s(inputs)
 
     # ---- per step -------------------------------------------------------------------------------------
     def plan(self, step: Step) -> Graph:
         if step.phase == "prefill":
             return self._prefill(step)
-        cfg, L, N = self.config, self.ctx.model.n_layers, self.config.group
+        cfg, L, N = self.config, self.ctx.model.n_layers, self.group
         g, proc = Graph(), self.ctx.processor
         merge = cfg.coalesce_reads
         preload: dict[int, int] = {}
@@ -150,6 +196,8 @@ class ActiveFlow:
             "af_precision": float(np.mean(self.precision)) if N else 0.0,
             "af_hit_rate": self.hit_rate,
             "af_cost_model_s": self._cost["T_token"],
+            "af_group": float(N),
+            "af_cache_fraction": self.cache_fraction,
         }
         return g
 
@@ -170,7 +218,7 @@ class ActiveFlow:
 
     def _misses(self, layer: int, read_bytes: dict) -> np.ndarray:
         """Extents of the layer's active, uncached channels its group's preload did not bring."""
-        N = self.config.group
+        N = self.group
         miss = 1.0 if not N else 1.0 - self.precision[layer % N]
         parts = [self.layout.layer_extents(op, layer, self._channels(op, int(round(self._uncached(op) * miss))))
                  for op in self.layout.ops]  # fmt: skip
@@ -181,7 +229,7 @@ class ActiveFlow:
     def _prefill(self, step: Step) -> Graph:
         """Every group's weights read whole, the chunk computed densely layer by layer."""
         g, proc, m = Graph(), self.ctx.processor, self.ctx.model
-        lay, span = self.layout, max(self.config.group, 1)
+        lay, span = self.layout, max(self.group, 1)
         reads = {}
         prev: tuple[int, ...] = ()
         for layer in range(m.n_layers):

@@ -1,0 +1,40 @@
+"""Plot an ActiveFlow budget sweep (``policy.optimize``): per phone and sparsity, tokens/s against the DRAM budget
+(simulated, and the §4.1 cost model dashed), and what the optimizer chose: group size N and hot-cache share.
+
+Usage: python experiments/plots/activeflow_budget.py RESULTS_DIR  ->  RESULTS_DIR/activeflow_budget.png
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from _common import plt, results_dir, save, summary
+
+
+def main() -> None:
+    folder = results_dir()
+    s = summary(folder)
+    tokens = pd.read_parquet(folder / "tokens.parquet")
+    chosen = tokens[tokens.phase == "decode"].groupby("case")[["af_group", "af_cache_fraction", "af_cost_model_s"]]
+    s = s.join(chosen.mean(), on="case")
+    s["budget_GB"] = s["sweep.dram_budget"] / 1e9
+    fig, (ax_tps, ax_n, ax_cache) = plt.subplots(1, 3, figsize=(14, 4))
+    for i, ((hw, sp), part) in enumerate(s.groupby(["sweep.hardware", "sweep.policy.sparsity"], sort=False)):
+        part = part.sort_values("budget_GB")
+        style = dict(color=f"C{i}", marker="o", label=f"{hw}, sp {sp}")
+        ax_tps.plot(part.budget_GB, part.tokens_per_s, **style)
+        ax_tps.plot(part.budget_GB, 1 / part.af_cost_model_s, color=f"C{i}", ls="--", lw=1)
+        ax_n.plot(part.budget_GB, part.af_group, **style)
+        ax_cache.plot(part.budget_GB, 100 * part.af_cache_fraction, **style)
+    ax_tps.set(xlabel="DRAM budget (GB)", ylabel="tokens/s", title="speed (simulated; cost model dashed)")
+    ax_n.set(xlabel="DRAM budget (GB)", ylabel="group size N", title="optimizer's N")
+    ax_cache.set(xlabel="DRAM budget (GB)", ylabel="% of the weights", title="optimizer's hot-channel cache")
+    for ax in (ax_tps, ax_n, ax_cache):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{s.model.iloc[0]} ActiveFlow under a DRAM budget (points that do not fit: summary.csv)", fontsize=9)
+    save(fig, folder / "activeflow_budget.png")
+    print(f"wrote {folder / 'activeflow_budget.png'}")
+
+
+if __name__ == "__main__":
+    main()
