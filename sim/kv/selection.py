@@ -24,6 +24,8 @@ simulator's bytes). Policies (``budget`` is a fraction of the keys a query could
 ``magicpig``   MagicPIG (arXiv 2410.16179): ``sinks`` + ``window`` tokens exactly, the rest sampled by SimHash
                (K bits, L tables, :mod:`sim.kv.lsh`) when the key collides with the query in >= 2 tables,
                weighted by 1/u(theta) (the key's sampling probability at its angle with the query).
+``kivi``       KIVI (arXiv 2402.02750): every key, but the cache quantized to ``bits`` (:mod:`sim.kv.kivi`): the
+               caller dequantizes K and V before the scores; as a selection it is ``full``.
 """
 
 from __future__ import annotations
@@ -74,7 +76,14 @@ class MagicPIG(StrictModel):
     window: int = Field(64, ge=0)
 
 
-KVPolicy = Annotated[Full | Streaming | H2O | TopK | Quest | MagicPIG, Field(discriminator="name")]
+class Kivi(StrictModel):
+    name: Literal["kivi"]
+    bits: int = Field(2, ge=1, le=8, description="bits per quantized key and value (KIVI: 2 or 4)")
+    group: int = Field(32, ge=1, le=4096, description="tokens per key group (per channel); dims per value group")
+    residual: int = Field(128, ge=0, description="most recent tokens kept in full precision")
+
+
+KVPolicy = Annotated[Full | Streaming | H2O | TopK | Quest | MagicPIG | Kivi, Field(discriminator="name")]
 
 
 def label(policy: StrictModel) -> str:
@@ -101,7 +110,7 @@ def select(
     t = np.arange(T)
     causal = t[None, :] <= q_pos[:, None]  # [n, T]
     seen = (q_pos + 1).astype(np.int64)  # [n] keys each query could see
-    if policy.name == "full":
+    if policy.name in ("full", "kivi"):
         return np.broadcast_to(causal, (H, n, T)).copy(), None
     if policy.name == "streaming":
         return np.broadcast_to(_sink_window(t, q_pos, policy.sinks, policy.window) & causal, (H, n, T)).copy(), None

@@ -36,6 +36,7 @@ from pydantic import Field
 
 from sim.config.base import StrictModel, load_yaml, validate
 from sim.kv import lsh
+from sim.kv.kivi import quantize_kv, quantized_tokens
 from sim.kv.selection import KVPolicy, attend, label, select
 from sim.lab import corpus
 
@@ -81,6 +82,9 @@ class PolicyAttention:
         e = np.flatnonzero(pos >= self.start)  # the rows that attend through the policy
         if layer in self.dense or self.policy.name == "full" or not len(e):
             return full
+        if self.policy.name == "kivi":  # the cache as KIVI holds it when the evaluated rows begin
+            p = self.policy
+            k, v = quantize_kv(k, v, quantized_tokens(self.start, p.group, p.residual), p.bits, p.group)
         qe = q[e].reshape(len(e), KV, H // KV, hd).transpose(1, 2, 0, 3)  # [KV, g, e, hd]
         scores = np.matmul(qe, k.transpose(1, 2, 0)[:, None]).reshape(H, len(e), len(k)) / np.float32(np.sqrt(hd))
         acc = self._accumulated(layer, k, pos[e], hd) if self.policy.name == "h2o" else None

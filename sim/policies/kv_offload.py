@@ -70,6 +70,9 @@ class KVOffload:
         self.ctx, self.ops = ctx, StepOps(model, dtype, ctx.kv_dtype)
         self.processor = ctx.processor
         self.attention_on = cfg.attention_on or self.processor
+        if cfg.attention.name == "kivi":
+            reason = "KIVI changes the KV cache's bytes, not the keys read: time it with kv_dtype (e.g. q4_0)"
+            raise ConfigError("experiment", "policy.attention.name", reason, "kivi")
         if self.attention_on not in ctx.hardware.processors:
             known = ", ".join(ctx.hardware.processors)
             raise ConfigError(
