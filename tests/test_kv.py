@@ -203,3 +203,29 @@ def test_speculative_acceptance_counts_leading_agreements():
     agree = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)
     assert accepted(agree, 2) == pytest.approx(8 / 7)  # runs 2,1,0,2,2,1,0 from the 7 start positions
     assert accepted(np.ones(10, bool), 6) == 6 and accepted(np.zeros(10, bool), 2) == 0
+
+
+def test_a_speculative_round_costs_gamma_drafts_and_one_verify_and_emits_accepted_plus_one(tmp_path):
+    draft = {"name": "streaming", "sinks": 4, "window": 60}
+    base = _simulate(_kv_case(tmp_path, decode_tokens=1)).tokens["total_s"].iloc[0]  # one full-cache token
+    one_draft = _simulate(_kv_case(tmp_path, decode_tokens=1, policy={"attention": draft})).tokens["total_s"].iloc[0]
+    spec = {"speculate": {"gamma": 3, "draft": draft, "accepted": 1.5}}
+    r = _simulate(_kv_case(tmp_path, decode_tokens=25, policy=spec))
+    steps = r.tokens
+    assert steps["emitted_tokens"].sum() == 25 and r.summary["tokens"] == 25
+    assert steps["emitted_tokens"].iloc[:4].tolist() == [2, 3, 2, 3]  # 2.5 a round: the remainder carries over
+    # a round: 3 draft passes (each a full-cache token minus the keys it skips) then a verify pass over 4 tokens
+    assert steps["total_s"].iloc[0] == pytest.approx(3 * one_draft + base, rel=0.05)
+    assert r.summary["tokens_per_s"] == pytest.approx(r.summary["tokens_per_step"] / steps["total_s"].mean())
+
+
+@pytest.mark.parametrize(
+    "speculate",
+    [{"draft": {"name": "topk"}, "accepted": 2.0, "acceptance_rate": 0.9}, {"draft": {"name": "full"}, "accepted": 1},
+     {"gamma": 2, "draft": {"name": "topk"}, "accepted": 3}],
+)  # fmt: skip
+def test_bad_speculation_settings_are_one_line_errors(tmp_path, speculate):
+    from sim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="speculate"):
+        load_experiment(_kv_case(tmp_path, policy={"speculate": speculate}))

@@ -51,8 +51,10 @@ def _run(args: argparse.Namespace) -> int:
         if s["status"] != "ok":
             print(f"{s['case']:<24} does not fit (see summary.csv)")
             continue
+        per = s.get("tokens_per_step", 1.0)
+        unit = "ms/token" if per == 1.0 else f"ms/step ({per:.2f} tokens/step: {s['total_ms'] / per:.2f} ms/token)"
         print(
-            f"{s['case']:<24} total {s['total_ms']:9.2f} ms/token  (io {s['io_ms']:.2f}, xfer {s['xfer_ms']:.2f}, "
+            f"{s['case']:<24} total {s['total_ms']:9.2f} {unit}  (io {s['io_ms']:.2f}, xfer {s['xfer_ms']:.2f}, "
             f"mem {s['memmgmt_ms']:.2f}, compute {s['compute_ms']:.2f})  "
             f"flash {s['flash_GB_per_token']:.3f} GB/token"
         )

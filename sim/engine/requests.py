@@ -5,7 +5,8 @@ runs one forward pass at a time (a *step*) over a batch of running requests:
 
 - a **prefill** step processes a chunk of prompt tokens (at most ``chunk_tokens`` over all its requests; a long
   prompt is split over several steps);
-- a **decode** step appends one token to every running request that has prompt done and tokens left.
+- a **decode** step appends one token to every running request that has prompt done and tokens left (a policy
+  that speculates says how many each request got: :func:`sim.policies.base.emitted_tokens`).
 
 The scheduler (continuous batching, iteration-level, prefill first): up to ``max_batch`` requests run at once and
 are admitted in arrival order as slots free up; a step is a prefill chunk while any running request has prompt
@@ -112,17 +113,24 @@ class Scheduler:
         ids, kv, pos = (tuple(getattr(r, a) for r in rs) for a in ("id", "kv_tokens", "decoded"))
         return Step(self.n_steps, phase, ids, kv, tuple(new), pos)
 
-    def complete(self, step: Step, end_s: float) -> list[Request]:
-        """Advance the step's requests (it ended at ``end_s``); returns the requests it finished."""
+    def capped(self, step: Step, emitted: Sequence[int]) -> tuple[int, ...]:
+        """``emitted`` per request of a decode step, none past a request's ``decode_tokens``."""
+        left = {r.id: r.decode_tokens - r.decoded for r in self.running}
+        return tuple(min(e, left[rid]) for rid, e in zip(step.requests, emitted, strict=True))
+
+    def complete(self, step: Step, end_s: float, emitted: Sequence[int] | None = None) -> list[Request]:
+        """Advance the step's requests (it ended at ``end_s``); returns the requests it finished. ``emitted``: the
+        tokens each request of a decode step got (default 1 each; a speculative round may emit several)."""
         self.n_steps += 1
         by_id = {r.id: r for r in self.running}
         finished = []
-        for rid, n in zip(step.requests, step.new_tokens, strict=True):
+        emitted = emitted if emitted is not None else [1] * step.batch
+        for rid, n, e in zip(step.requests, step.new_tokens, emitted, strict=True):
             r = by_id[rid]
             if step.phase == "prefill":
                 r.prefilled += n
                 continue
-            r.decoded += 1
+            r.decoded += min(e, r.decode_tokens - r.decoded)
             if r.first_token_s is None:
                 r.first_token_s = end_s
             if r.decoded >= r.decode_tokens:

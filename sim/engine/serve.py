@@ -21,6 +21,7 @@ import simpy
 from sim.devices.memory import Memory
 from sim.engine.executor import Executor, StepTimes
 from sim.engine.requests import Request, Scheduler, Step
+from sim.policies.base import emitted_tokens
 
 if TYPE_CHECKING:
     from sim.policies.base import Policy
@@ -64,7 +65,7 @@ def serve(
     policy: Policy,
     scheduler: Scheduler,
     kv: KVCache,
-    on_step: Callable[[Step, StepTimes], None],
+    on_step: Callable[[Step, StepTimes, tuple[int, ...]], None],
 ) -> Generator[simpy.Event, None, None]:
     """SimPy process body: run every request of ``scheduler`` to completion (see the module docstring)."""
     while not scheduler.done:
@@ -75,6 +76,7 @@ def serve(
         kv.hold(step)
         graph = policy.plan(step)
         times = yield from executor.run(graph)
-        finished = scheduler.complete(step, times.end_s)
-        on_step(step, times)
+        emitted = scheduler.capped(step, emitted_tokens(policy, step))  # decode: 1 each unless the policy speculates
+        finished = scheduler.complete(step, times.end_s, emitted)
+        on_step(step, times, emitted)
         kv.release(finished)

@@ -223,16 +223,17 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None, spool: Pat
     zeros = dict.fromkeys(executor.counters(), 0.0)
     recording = {"decode_steps": 0}
 
-    def on_step(step: Step, times: StepTimes) -> None:
+    def on_step(step: Step, times: StepTimes, emitted: tuple[int, ...]) -> None:
         if step.phase == "decode":
             recording["decode_steps"] += 1
             if progress:
-                progress(step.batch)
+                progress(sum(emitted))
         recorder.span("step", f"{step.phase} {step.index}", times.start_s, times.end_s)
         recorder.enabled = recorder.enabled and recording["decode_steps"] < cfg.timeline_tokens
         used = {f"{name}_used_bytes": m.occupied_bytes(budgeted=True) for name, m in devices.memories.items()}
         state = used | {"kv_bytes": kv.held_bytes, "flash_busy_s": times.busy_s.get(devices.flash.name, 0.0),
                     "bound_s": times.bound_s}  # fmt: skip
+        state["emitted_tokens"] = sum(emitted)
         steps.append(_row(step, times, zeros | times.bytes, state | prep.policy.step_stats()))
 
     env.process(serve(env, executor, prep.policy, scheduler, kv, on_step))

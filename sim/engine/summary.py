@@ -59,7 +59,7 @@ class Tally:
 
 def tally(steps: StepLog, memories: Sequence[str]) -> Tally:
     used = [f"{m}_used_bytes" for m in memories]
-    summed = ["new_tokens", *BREAKDOWN, "bound_s", "flash_busy_s", "flash_bytes", *used]
+    summed = ["new_tokens", "batch", "emitted_tokens", *BREAKDOWN, "bound_s", "flash_busy_s", "flash_bytes", *used]
     sums, totals, n_prefill, prefill_s = pd.Series(0.0, index=summed), [], 0, 0.0
     for part in steps.frames(["phase", *summed]):
         decode = part[part["phase"] == "decode"]
@@ -82,7 +82,8 @@ def summarise(
     wall_s: float,
 ) -> dict[str, Any]:
     t = tally(steps, list(devices.memories))
-    n_tokens = int(t.decode_sums["new_tokens"])
+    n_tokens = int(t.decode_sums["emitted_tokens"])  # = decode steps x batch unless the policy speculates
+    per_step = float(t.decode_sums["emitted_tokens"] / t.decode_sums["batch"])  # tokens a request gets a step
     mean_ms = {f"{c.removesuffix('_s').replace('io_stall', 'io')}_ms": MS * t.mean(c) for c in BREAKDOWN}
     ttft = requests["first_token_s"] - requests["arrival_s"]
     e2e = requests["finished_s"] - requests["arrival_s"]
@@ -108,7 +109,8 @@ def summarise(
         "bound_gap_pct": round(100.0 * (total_s / float(t.decode_sums["bound_s"]) - 1.0), 6),
         "p50_total_ms": MS * float(t.decode_total_s.quantile(0.5)),
         "p99_total_ms": MS * float(t.decode_total_s.quantile(0.99)),
-        "tokens_per_s": 1.0 / t.mean("total_s"),
+        "tokens_per_step": per_step,
+        "tokens_per_s": per_step / t.mean("total_s"),
         "system_tokens_per_s": n_tokens / total_s,
         "ttft_ms": MS * float(ttft.mean()),
         "p50_ttft_ms": MS * float(ttft.quantile(0.5)),

@@ -77,6 +77,16 @@ def run_notes(policy: Policy) -> list[str]:
     return list(notes()) if notes is not None else []
 
 
+def emitted_tokens(policy: Policy, step: Step) -> tuple[int, ...]:
+    """Tokens each request of ``step`` got: a decode step emits one per request unless the policy speculates (an
+    optional ``emitted(step)`` method: a draft-and-verify round emits the accepted tokens and one more); a prefill
+    step emits none."""
+    if step.phase != "decode":
+        return (0,) * step.batch
+    emitted = getattr(policy, "emitted", None)
+    return tuple(emitted(step)) if emitted is not None else (1,) * step.batch
+
+
 def driven_by(policy: Policy) -> str | None:
     """What drives a policy that draws its own statistics instead of reading an activation trace (an optional
     ``driven_by`` attribute: e.g. moe_offload's routing source), for the summary's ``activations`` column."""

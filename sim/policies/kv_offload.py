@@ -21,6 +21,12 @@ plus ``sampled_fraction`` of the rest. ``sampled_fraction`` defaults to the mean
 SmolLM2 (q, k) pairs of ``traces/smollm2-135m-qk.trace`` (:mod:`sim.kv.stats`; summary column
 ``kv_sampled_fraction``, said in the step rows): a statistic of a real model applied to the timed shape.
 
+``speculate`` (TriForce's self-speculation, one model): a decode step is a round -- ``gamma`` draft passes, each
+one token attending through the ``draft`` KV policy (weights read every pass), then one verifying pass over
+gamma + 1 tokens attending through ``attention`` (the full cache, read once) -- and each request gets its accepted
+drafts plus one token (``accepted`` per round, or from a per-token ``acceptance_rate``). The summary's
+``tokens_per_step`` says how many; ``total_ms`` is then a round's latency and ``tokens_per_s`` counts tokens.
+
 ``dense_layers`` attend fully on the processor (MagicPIG keeps layers 0 and 16 dense; their KV stays with it).
 MagicPIG's hash tables are a tenant of the KV memory: (layers - dense) x kv_heads x L x context x index bytes
 per request (index bytes 2 below 64K tokens, 4 above; papers.md). Prefill chunks attend fully on the processor and
@@ -30,10 +36,11 @@ their new K/V cross to the KV memory.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sim.config.base import StrictModel
 from sim.config.profiles import REPO_ROOT
@@ -50,6 +57,35 @@ from sim.policies.ops import StepOps, attended_positions
 QK_TRACE = REPO_ROOT / "traces" / "smollm2-135m-qk.trace"
 
 
+class Speculation(StrictModel):
+    """Self-speculative decoding (TriForce's target level): the same model drafts ``gamma`` tokens attending through
+    the ``draft`` KV policy, then verifies all of them in one pass over the full KV cache."""
+
+    gamma: int = Field(6, ge=1, le=32, description="tokens drafted per round (TriForce: gamma2 = 6)")
+    draft: KVPolicy = Field(description="the sparse KV the draft passes attend through (streaming, h2o, topk, quest)")
+    accepted: float | None = Field(None, ge=0, description="mean drafted tokens accepted per round (kind: kv_accuracy)")
+    acceptance_rate: float | None = Field(
+        None, ge=0, le=1, description="per-token acceptance a; a round then accepts a + a^2 + ... + a^gamma"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Speculation:
+        if (self.accepted is None) == (self.acceptance_rate is None):
+            raise ValueError("give exactly one of accepted (per round) or acceptance_rate (per token)")
+        if self.accepted is not None and self.accepted > self.gamma:
+            raise ValueError(f"accepted {self.accepted} exceeds gamma {self.gamma}")
+        if self.draft.name in ("full", "magicpig", "kivi"):
+            raise ValueError(f"draft: {self.draft.name} -- the draft attends through streaming, h2o, topk or quest")
+        return self
+
+    @property
+    def accepted_per_round(self) -> float:
+        if self.accepted is not None:
+            return self.accepted
+        a = self.acceptance_rate
+        return float(sum(a**i for i in range(1, self.gamma + 1)))
+
+
 class KVOffloadConfig(StrictModel):
     name: Literal["kv_offload"]
     attention: KVPolicy = Field(default_factory=lambda: Full(name="full"), description="which keys each query reads")
@@ -59,6 +95,7 @@ class KVOffloadConfig(StrictModel):
         None, gt=0, le=1, description="magicpig: share of keys outside sinks + window sampled (default: from the trace)"
     )
     qk_trace: str = Field(str(QK_TRACE.relative_to(REPO_ROOT)), description="trace with q and k for the default")
+    speculate: Speculation | None = Field(None, description="self-speculative decoding (a round per decode step)")
 
 
 class KVOffload:
@@ -83,6 +120,8 @@ class KVOffload:
             raise ConfigError("experiment", "policy.dense_layers", f"layers are 0..{model.n_layers - 1}", bad[0])
         self.dense = set(cfg.dense_layers)
         self.policy = cfg.attention
+        self.draft = cfg.speculate.draft if cfg.speculate else None
+        self._carry: dict[int, float] = {}  # request -> fractional tokens owed by its speculative rounds so far
         self.sampled_fraction = 0.0
         if self.policy.name == "magicpig":
             self.sampled_fraction = cfg.sampled_fraction or self._trace_fraction(ctx)
@@ -127,9 +166,36 @@ class KVOffload:
 
     # ---- per step -------------------------------------------------------------------------------------
     def plan(self, step: Step) -> Graph:
-        g, n_layers = Graph(), self.ctx.model.n_layers
+        spec, g = self.config.speculate, Graph()
+        if spec is None or step.phase != "decode":
+            self._layers(g, step, ())
+            return g
+        verify_with, done = self.policy, ()
+        self.policy = self.draft  # the draft passes read the draft's keys, one token a pass
+        for i in range(spec.gamma):
+            done = self._layers(g, replace(step, kv_tokens=tuple(k + i for k in step.kv_tokens)), done, f"draft {i} ")
+        self.policy = verify_with  # one pass over the full cache verifies every drafted token and adds one
+        self._layers(g, replace(step, new_tokens=(spec.gamma + 1,) * step.batch), done, "verify ")
+        return g
+
+    def emitted(self, step: Step) -> tuple[int, ...]:
+        """Tokens each request gets from a round: its accepted drafts and the verifier's own; the mean accepted
+        per round is fractional, so each request carries the remainder to its next round."""
+        spec = self.config.speculate
+        if spec is None:
+            return (1,) * step.batch
+        out = []
+        for rid in step.requests:
+            due = self._carry.get(rid, 0.0) + spec.accepted_per_round + 1.0
+            n = min(int(due), spec.gamma + 1)
+            self._carry[rid] = due - n
+            out.append(n)
+        return tuple(out)
+
+    def _layers(self, g: Graph, step: Step, done: tuple[int, ...], prefix: str = "") -> tuple[int, ...]:
+        """Every layer of one forward pass over ``step``'s tokens, after ``done``; returns the last job."""
+        n_layers = self.ctx.model.n_layers
         ffn = self.ops.ffn(self.ctx.model.d_ff * self.ctx.model.experts_top_k, step.n_tokens)
-        done: tuple[int, ...] = ()
         for layer in range(n_layers):
             qkv = g.run(self.processor, self.ops.qkv(step), done, tag=f"L{layer} qkv")
             if step.phase == "prefill" or layer in self.dense or self.policy.name == "full":
@@ -137,8 +203,8 @@ class KVOffload:
             else:
                 att = self._sparse(g, step, layer, qkv)
             tail = self.ops.o_proj(step) + ffn + (self.ops.lm_head(step) if layer == n_layers - 1 else ())
-            done = (g.run(self.processor, tail, att, tag=f"L{layer} o+ffn"),)
-        return g
+            done = (g.run(self.processor, tail, att, tag=f"{prefix}L{layer} o+ffn"),)
+        return done
 
     def _full(self, g: Graph, step: Step, layer: int, after: int) -> tuple[int, ...]:
         """Full attention: on the processor for prefill and dense layers, else where ``attention_on`` says."""
