@@ -31,3 +31,12 @@ def save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def finish(fig: plt.Figure, axes, path: Path, legend_size: float = 7) -> None:
+    """Grid and legend on every axis, then save the figure and say where."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+    save(fig, path)
+    print(f"wrote {path}")

@@ -7,7 +7,7 @@ Usage: python experiments/plots/activeflow_budget.py RESULTS_DIR  ->  RESULTS_DI
 from __future__ import annotations
 
 import pandas as pd
-from _common import plt, results_dir, save, summary
+from _common import finish, plt, results_dir, summary
 
 
 def main() -> None:
@@ -28,12 +28,8 @@ def main() -> None:
     ax_tps.set(xlabel="DRAM budget (GB)", ylabel="tokens/s", title="speed (simulated; cost model dashed)")
     ax_n.set(xlabel="DRAM budget (GB)", ylabel="group size N", title="optimizer's N")
     ax_cache.set(xlabel="DRAM budget (GB)", ylabel="% of the weights", title="optimizer's hot-channel cache")
-    for ax in (ax_tps, ax_n, ax_cache):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
     fig.suptitle(f"{s.model.iloc[0]} ActiveFlow under a DRAM budget (points that do not fit: summary.csv)", fontsize=9)
-    save(fig, folder / "activeflow_budget.png")
-    print(f"wrote {folder / 'activeflow_budget.png'}")
+    finish(fig, (ax_tps, ax_n, ax_cache), folder / "activeflow_budget.png", legend_size=6)
 
 
 if __name__ == "__main__":

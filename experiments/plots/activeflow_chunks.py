@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import simpy
 import yaml
-from _common import plt, results_dir, save
+from _common import finish, plt, results_dir
 
 from sim.activeflow.channels import ChannelLayout
 from sim.config.profiles import load_hardware, load_model
@@ -54,10 +54,7 @@ def main() -> None:
                         textcoords="offset points")  # fmt: skip
     ax.set(xscale="log", xlabel="bytes per read (chunk)", ylabel="GB/s",
            title=f"{model.name} {dtype}: channel reads per layout group vs the flash curve")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, folder / "activeflow_chunks.png")
-    print(f"wrote {folder / 'activeflow_chunks.png'}")
+    finish(fig, [ax], folder / "activeflow_chunks.png", legend_size=7)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Usage: python experiments/plots/activeflow_stats.py RESULTS_DIR  ->  RESULTS_DIR
 from __future__ import annotations
 
 import pandas as pd
-from _common import plt, results_dir, save
+from _common import finish, plt, results_dir
 
 
 def main() -> None:
@@ -34,11 +34,7 @@ def main() -> None:
                   label=f"{name} {policy}")  # fmt: skip
     ax_t.set(xlabel="tokens of the context seen", ylabel="hit rate so far (%)",
              title="context-level hit rate vs context length")  # fmt: skip
-    for ax in (ax_x, ax_c, ax_t):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    save(fig, folder / "activeflow_stats.png")
-    print(f"wrote {folder / 'activeflow_stats.png'}")
+    finish(fig, (ax_x, ax_c, ax_t), folder / "activeflow_stats.png", legend_size=6)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Usage: python experiments/plots/moefication.py RESULTS_DIR  ->  RESULTS_DIR/moef
 from __future__ import annotations
 
 import pandas as pd
-from _common import plt, results_dir, save
+from _common import finish, plt, results_dir
 
 from sim.moe.routing import MIXTRAL_TABLE5
 
@@ -54,11 +54,7 @@ def main() -> None:
                         label="Mixtral Table 5 (check)" if i == 0 else None)  # fmt: skip
     ax_rate.set(xlabel="layer", ylabel="% of consecutive tokens / of routed experts", ylim=(0, 101),
                 title=f"routing of the learned routers, E={e}, top-{k}")  # fmt: skip
-    for ax in (ax_ppl, ax_rate):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    save(fig, folder / "moefication.png")
-    print(f"wrote {folder / 'moefication.png'}")
+    finish(fig, (ax_ppl, ax_rate), folder / "moefication.png", legend_size=7)
 
 
 if __name__ == "__main__":

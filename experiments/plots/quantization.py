@@ -7,7 +7,7 @@ Usage: python experiments/plots/quantization.py RESULTS_DIR  ->  RESULTS_DIR/qua
 from __future__ import annotations
 
 import pandas as pd
-from _common import plt, results_dir, save
+from _common import finish, plt, results_dir
 
 
 def main() -> None:
@@ -31,11 +31,7 @@ def main() -> None:
                title="SmolLM2-135M: perplexity per weight format")  # fmt: skip
     ax_err.set(xlabel="bits per weight (scales included)", ylabel="relative weight error (%)", yscale="log",
                title="weight error (vs the Q4_1 file's weights)")  # fmt: skip
-    for ax in (ax_ppl, ax_err):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    save(fig, folder / "quantization.png")
-    print(f"wrote {folder / 'quantization.png'}")
+    finish(fig, (ax_ppl, ax_err), folder / "quantization.png", legend_size=7)
 
 
 if __name__ == "__main__":

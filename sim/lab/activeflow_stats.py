@@ -78,14 +78,13 @@ def context_curve(x: np.ndarray, context: np.ndarray, sp: float, capacity: float
 
 def run_activeflow_stats(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     from sim.lab.accuracy import _texts
-    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
+    from sim.lab.modelfile import load_named
 
     config = validate(ActiveflowStatsConfig, load_yaml(path), path)
     log = log if progress else (lambda *_: None)
     t0 = time.perf_counter()
-    model_path = resolve_model_path(config.model)
-    cfg, w = load_model(model_path)
-    texts = _texts("trace", config.contexts_per_task, config.tokens_per_context, load_tokenizer(model_path))
+    cfg, w, tok = load_named(config.model)
+    texts = _texts("trace", config.contexts_per_task, config.tokens_per_context, tok)
     texts = [(name, ids) for name, ids in texts if len(ids) == config.tokens_per_context]  # equal lengths
     inputs = capture_inputs(cfg, w, [ids for _, ids in texts])
     tasks = list(dict.fromkeys(name.split("/")[0] for name, _ in texts))

@@ -199,14 +199,12 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 def run_moefication(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     from sim.lab.accuracy import _row, _run, _selector, _texts
     from sim.lab.kernels import FfnSelector, Hooks
-    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
+    from sim.lab.modelfile import load_named
 
     config = validate(MoeficationConfig, load_yaml(path), path)
     log = log if progress else (lambda *_: None)
     t0 = time.perf_counter()
-    model_path = resolve_model_path(config.model)
-    cfg, w = load_model(model_path)
-    tok = load_tokenizer(model_path)
+    cfg, w, tok = load_named(config.model)
     for e in config.experts:
         if cfg.d_ff % e:
             raise ConfigError(path, "experts", f"must divide {config.model}'s d_ff {cfg.d_ff}", e)

@@ -112,14 +112,12 @@ class QuantizationConfig(StrictModel):
 
 def run_quantization(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     from sim.lab.accuracy import _row, _run, _texts
-    from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
+    from sim.lab.modelfile import load_named
 
     config = validate(QuantizationConfig, load_yaml(path), path)
     log = log if progress else (lambda *_: None)
     t0 = time.perf_counter()
-    model_path = resolve_model_path(config.model)
-    cfg, w = load_model(model_path)
-    tok = load_tokenizer(model_path)
+    cfg, w, tok = load_named(config.model)
     held = _texts("heldout", config.heldout_contexts_per_task, config.heldout_tokens_per_context, tok)
     dense = [_run(cfg, w, ids) for _, ids in held]
     rows = [_row("dense", 0.0, [1.0], dense, dense, held) | {"format": "q4_1 file", "tensors": "none"}]
