@@ -88,3 +88,11 @@ def test_a_prefill_chunk_routes_every_prompt_token(tmp_path):
     steps = simulate_case(case, timeline=False).tokens.set_index("phase")
     prefill = float(steps.loc["prefill", "moe_experts_loaded_bytes"])
     assert prefill > 5 * m.n_layers * expert  # 64 tokens use most experts of a layer, not only one token's 2
+
+
+def test_the_chain_fits_a_many_expert_shape_too():
+    alpha, beta = routing.fit(64, 6, 0.25, 0.65)  # DeepSeekMoE-like: 64 experts, top-6 (bisection on beta)
+    r = routing.route(np.random.default_rng(5), 5000, 64, 6, alpha, beta)
+    first, common = routing.rates(r)
+    assert first == pytest.approx(0.25, abs=0.02) and common == pytest.approx(0.65, abs=0.03)
+    assert all(len(set(row)) == 6 for row in r.tolist())  # six distinct experts a token
