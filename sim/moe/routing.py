@@ -30,6 +30,7 @@ from sim.traces.format import TraceReader
 # layer -> (same first choice, an expert in common among the top 2): midpoints of Table 5's ranges (papers.md)
 MIXTRAL_TABLE5 = {0: ((0.136 + 0.149) / 2, (0.449 + 0.499) / 2), 15: ((0.236 + 0.284) / 2, (0.616 + 0.670) / 2),
                   31: ((0.197 + 0.263) / 2, (0.445 + 0.536) / 2)}  # fmt: skip
+CHAIN_TOKENS = 20  # tokens per chain of fit()'s bisection sample (its pairs are the chains' consecutive tokens)
 SOURCE = "Mixtral routing repetition, arXiv 2401.04088 Table 5 (papers.md), midpoints over its eight datasets"
 
 
@@ -72,6 +73,32 @@ def route(rng: np.random.Generator, n_tokens: int, n_experts: int, k: int, alpha
     return out
 
 
+def route_chains(rng: np.random.Generator, n_chains: int, n_tokens: int, n_experts: int, k: int, alpha: float,
+                 beta: float, popularity: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """[n_chains, n_tokens, k]: independent chains of :func:`step`'s rule, advanced together (vectorised over
+    chains: a fresh draw among the experts not yet chosen is a Gumbel-max over log popularity)."""
+    logp = np.log(np.full(n_experts, 1.0 / n_experts) if popularity is None else popularity / popularity.sum())
+    rows = np.arange(n_chains)
+    out = np.empty((n_chains, n_tokens, k), np.int64)
+    prev = None
+    for t in range(n_tokens):
+        taken = np.zeros((n_chains, n_experts), bool)
+        u = rng.random((n_chains, k))
+        for j in range(k):
+            keys = np.where(taken, -np.inf, logp + rng.gumbel(size=(n_chains, n_experts)))
+            pick = keys.argmax(axis=1)  # [C] a fresh draw
+            if prev is not None and j == 0:
+                pick = np.where(u[:, 0] < alpha, prev[:, 0], pick)
+            elif prev is not None:
+                left = ~taken[rows[:, None], prev]  # [C, k] the previous token's experts not chosen yet
+                reuse = prev[rows, np.where(left, rng.random((n_chains, k)), -1.0).argmax(axis=1)]
+                pick = np.where(left.any(axis=1) & (u[:, j] < beta), reuse, pick)
+            out[:, t, j] = pick
+            taken[rows, pick] = True
+        prev = out[:, t]
+    return out
+
+
 def rates(routes: np.ndarray, context: np.ndarray | None = None) -> tuple[float, float]:
     """(share of consecutive tokens with the same first choice, share with an expert in common); routes [T, k];
     ``context`` [T] (optional): only pairs of consecutive tokens of one context count."""
@@ -100,9 +127,11 @@ def fit(n_experts: int, k: int, target_first: float, target_common: float, popul
         beta = (target_common - shared_anyway - fresh * 2 / (E - 1)) / (fresh * (1 - 2 / (E - 1)))
         return alpha, float(np.clip(beta, 0.0, 1.0))
     lo, hi = 0.0, 1.0
+    chains, length = n_tokens // CHAIN_TOKENS, CHAIN_TOKENS  # short chains advanced together
     for _ in range(10):
         beta = (lo + hi) / 2
-        _, common = rates(route(np.random.default_rng(seed), n_tokens, n_experts, k, alpha, beta, p))
+        routes = route_chains(np.random.default_rng(seed), chains, length, n_experts, k, alpha, beta, p)
+        _, common = rates(routes.reshape(-1, k), np.repeat(np.arange(chains), length))
         lo, hi = (beta, hi) if common < target_common else (lo, beta)
     return alpha, (lo + hi) / 2
 
