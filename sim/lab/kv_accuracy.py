@@ -41,6 +41,7 @@ from sim.kv.selection import KVPolicy, attend, label, select
 from sim.lab import corpus
 
 NEEDLE_KEY = "48213"
+CHUNK_TOKENS = 1024  # prompt tokens prefilled together: an 8K prompt's attention never builds a T x T matrix
 SPECULATION = (2, 6)  # draft lengths gamma (TriForce's gamma1 = 2, gamma2 = 6; papers.md)
 
 
@@ -99,17 +100,27 @@ class PolicyAttention:
         return out
 
     def _accumulated(self, layer: int, k: np.ndarray, q_pos: np.ndarray, hd: int) -> np.ndarray:
-        """[H, n, T]: attention mass key t received (full attention) from the queries before each of q_pos."""
+        """[H, n, T]: attention mass key t received (full attention) from the queries before each of q_pos (the
+        evaluated rows, consecutive). Summed over query blocks of :data:`CHUNK_TOKENS`, so an 8K context never
+        holds a T x T matrix."""
         q_all = np.concatenate(self.queries[layer])[: len(k)]  # [T, H, hd] every query so far
-        T, H = len(k), q_all.shape[1]
+        first = int(q_pos[0])
+        acc = np.zeros((q_all.shape[1], len(k)), np.float32)  # [H, T] mass from the queries before ``first``
+        for lo in range(0, first, CHUNK_TOKENS):
+            acc += self._probs(q_all[lo : min(lo + CHUNK_TOKENS, first)], k, lo, hd).sum(axis=1)
+        p = self._probs(q_all[first : int(q_pos[-1]) + 1], k, first, hd)  # [H, n, T] the evaluated rows' own
+        return acc[:, None, :] + np.cumsum(p, axis=1) - p  # strictly before each row
+
+    @staticmethod
+    def _probs(q: np.ndarray, k: np.ndarray, first: int, hd: int) -> np.ndarray:
+        """[H, m, T] causal full-attention probabilities of queries q [m, H, hd] at positions first, first + 1, ..."""
+        m, H = q.shape[:2]
         KV = k.shape[1]
-        qg = q_all.reshape(T, KV, H // KV, hd).transpose(1, 2, 0, 3)  # [KV, g, T, hd]
-        s = np.matmul(qg, k.transpose(1, 2, 0)[:, None]).reshape(H, T, T) / np.float32(np.sqrt(hd))
-        s = np.where(np.tri(T, dtype=bool), s, -np.inf)
+        qg = q.reshape(m, KV, H // KV, hd).transpose(1, 2, 0, 3)  # [KV, g, m, hd]
+        s = np.matmul(qg, k.transpose(1, 2, 0)[:, None]).reshape(H, m, len(k)) / np.float32(np.sqrt(hd))
+        s = np.where(np.arange(len(k))[None, :] <= (first + np.arange(m))[:, None], s, -np.inf)
         p = np.exp(s - s.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        before = np.cumsum(p, axis=1) - p  # [H, T, T]: mass from queries strictly before row i
-        return before[:, q_pos]
+        return p / p.sum(-1, keepdims=True)
 
     def _closed_form(self, q, k, q_pos, keep) -> None:
         cfg = self.policy
@@ -167,7 +178,7 @@ def _needle(config: KVAccuracyConfig, tok) -> list[int]:
 
 def run_kv_accuracy(path: str | Path, out: Path, log=print, progress: bool = True) -> Path:
     """Measure every policy of the experiment file at ``path`` into the folder ``out``."""
-    from sim.lab.kernels import Hooks, RunState, generate_greedy, prefill
+    from sim.lab.kernels import Hooks
     from sim.lab.modelfile import load_model, load_tokenizer, resolve_model_path
 
     config = validate(KVAccuracyConfig, load_yaml(path), path)
@@ -182,14 +193,14 @@ def run_kv_accuracy(path: str | Path, out: Path, log=print, progress: bool = Tru
         raise ConfigError(path, "context_tokens", "no held-out text of the corpus is that long", config.context_tokens)
     start = config.context_tokens - config.eval_tokens
     t0 = time.perf_counter()
-    dense = [prefill(cfg, w, RunState.new(cfg, len(ids)), ids)[start:] for _, ids in prompts]  # [e, vocab]
+    dense = [_evaluated(cfg, w, ids, start) for _, ids in prompts]  # [e, vocab]
     rows, layers, needles = [], [], []
     needle = _needle(config, tok) if config.needle_filler_tokens else None
     for policy in config.policies:
         name = label(policy)
         for (ctx_name, ids), ref in zip(prompts, dense, strict=True):
             hook = PolicyAttention(policy, cfg.n_layers, cfg.head_dim, start, config.dense_layers, config.seed)
-            logits = prefill(cfg, w, RunState.new(cfg, len(ids)), ids, Hooks(attention=hook))[start:]
+            logits = _evaluated(cfg, w, ids, start, Hooks(attention=hook))
             nll = _nll(logits, ids[start:])
             agree = logits.argmax(1) == ref.argmax(1)  # [e] the policy's greedy token = full attention's
             rows.append({"policy": name, "context": ctx_name, "context_tokens": len(ids),
@@ -205,7 +216,7 @@ def run_kv_accuracy(path: str | Path, out: Path, log=print, progress: bool = Tru
             hook = PolicyAttention(
                 policy, cfg.n_layers, cfg.head_dim, len(needle) - 1, config.dense_layers, config.seed
             )
-            answer = tok.decode(generate_greedy(cfg, w, needle, 8, Hooks(attention=hook)))
+            answer = tok.decode(_greedy(cfg, w, needle, 8, Hooks(attention=hook)))
             needles.append({"policy": name, "prompt_tokens": len(needle), "answer": answer,
                             "found": NEEDLE_KEY in answer.replace(" ", "")})  # fmt: skip
             log(f"{name} needle ({len(needle)} tokens): {answer!r}")
@@ -222,6 +233,27 @@ def accepted(agree: np.ndarray, gamma: int) -> float:
         return float("nan")
     runs = [int(np.argmin(np.append(agree[p : p + gamma], False))) for p in range(n)]  # leading agreements
     return float(np.mean(runs))
+
+
+def _evaluated(cfg, w, ids: list[int], start: int, hooks=None) -> np.ndarray:
+    """Logits [n - start, vocab] of the evaluated positions: the prompt before ``start`` prefilled in blocks of
+    :data:`CHUNK_TOKENS` (no LM head: its logits are not used), then the evaluated positions together."""
+    from sim.lab.kernels import RunState, prefill
+
+    state = RunState.new(cfg, len(ids))
+    for lo in range(0, start, CHUNK_TOKENS):
+        prefill(cfg, w, state, ids[lo : min(lo + CHUNK_TOKENS, start)], hooks, last_only=True)
+    return prefill(cfg, w, state, ids[start:], hooks)
+
+
+def _greedy(cfg, w, prompt: list[int], n_new: int, hooks) -> list[int]:
+    """Greedy continuation of ``prompt``, its first len - 1 tokens prefilled in blocks (as :func:`_evaluated`)."""
+    from sim.lab.kernels import RunState, generate_greedy, prefill
+
+    state = RunState.new(cfg, len(prompt) + n_new)
+    for lo in range(0, len(prompt) - 1, CHUNK_TOKENS):
+        prefill(cfg, w, state, prompt[lo : min(lo + CHUNK_TOKENS, len(prompt) - 1)], hooks, last_only=True)
+    return generate_greedy(cfg, w, prompt[-1:], n_new, hooks, state=state)
 
 
 def _nll(logits: np.ndarray, ids: list[int]) -> np.ndarray:

@@ -77,7 +77,8 @@ def route_chains(rng: np.random.Generator, n_chains: int, n_tokens: int, n_exper
                  beta: float, popularity: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """[n_chains, n_tokens, k]: independent chains of :func:`step`'s rule, advanced together (vectorised over
     chains: a fresh draw among the experts not yet chosen is a Gumbel-max over log popularity)."""
-    logp = np.log(np.full(n_experts, 1.0 / n_experts) if popularity is None else popularity / popularity.sum())
+    p = np.full(n_experts, 1.0 / n_experts) if popularity is None else popularity / popularity.sum()
+    logp = np.log(np.maximum(p, 1e-12))  # an expert never seen is drawn only when no other is left
     rows = np.arange(n_chains)
     out = np.empty((n_chains, n_tokens, k), np.int64)
     prev = None
