@@ -322,12 +322,12 @@ def test_a_window_that_outgrows_the_dry_runs_peak_shortens_and_says_so():
     masks[5::2, :, 10:20] = True  # later tokens alternate two sets: a window of 3 would hold 20
     masks[6::2, :, :10] = True
     policy = _policy(_ctx(TINY, ArraySource(masks)), predictor="oracle", window_k=3, capacity_tokens=5)
-    assert policy.run_notes() == []
+    assert policy.run_notes({}) == []
     for t in range(10):
         _plans(policy, t)
         assert policy.window.resident.sum(axis=1).max() <= 10
     assert policy.step_stats()["window_shortened_layers"] == 3 * 5  # every layer, every step past the dry run
-    (note,) = policy.run_notes()
+    (note,) = policy.run_notes({})
     assert "first 5 steps" in note and "15 times" in note
 
 

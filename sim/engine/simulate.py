@@ -253,7 +253,7 @@ def _simulate(prep: Prepared, progress: Callable[[int], None] | None, spool: Pat
     facts = {"events": env.n_events, "closed_form_steps": executor.n_closed_form, "kv_peak_bytes": kv.peak_bytes,
              "kv_max_batch": prep.kv_max_batch, "driven_by": driven_by(prep.policy)}  # fmt: skip
     summary = summarise(case, steps, requests, prep.resident, devices, prep.ctx, facts, wall_s)
-    summary["notes"] = NOTE_SEPARATOR.join(run_notes(prep.policy))  # e.g. a window cut to fit its rows
+    summary["notes"] = NOTE_SEPARATOR.join(run_notes(prep.policy, summary))  # e.g. a window cut to fit its rows
     return CaseResult(case.name, steps, requests, summary, recorder)
 
 

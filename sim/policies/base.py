@@ -67,14 +67,15 @@ class Policy(Protocol):
 class Noting(Protocol):
     """A policy that may have something to say about a finished run (optional: the engine asks with getattr)."""
 
-    def run_notes(self) -> list[str]:
+    def run_notes(self, summary: dict[str, Any]) -> list[str]:
         """One line each, for the summary's ``notes`` column, about.md and the terminal (e.g. a window that had
-        to forget neurons to fit its rows); empty when there is nothing to say."""
+        to forget neurons to fit its rows, or how far the policy's own analytic model is from the simulated
+        ``summary``); empty when there is nothing to say."""
 
 
-def run_notes(policy: Policy) -> list[str]:
+def run_notes(policy: Policy, summary: dict[str, Any]) -> list[str]:
     notes = getattr(policy, "run_notes", None)
-    return list(notes()) if notes is not None else []
+    return list(notes(summary)) if notes is not None else []
 
 
 def emitted_tokens(policy: Policy, step: Step) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ computes densely; the window starts empty at the first decode step.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -354,7 +354,7 @@ class LlmInFlash:
     def kv_tokens_held(self, tokens: int) -> float:
         return float(tokens)
 
-    def run_notes(self) -> list[str]:
+    def run_notes(self, summary: dict[str, Any]) -> list[str]:
         if not self.reuse or self.window.shortened == 0:
             return []
         sized = (
