@@ -139,3 +139,13 @@ def test_the_optimizer_fills_the_budget_with_cache_and_refuses_one_too_small(tmp
     assert 0 <= left < 1e6  # the cache took what the budget left
     with pytest.raises(CapacityError, match="preload buffer"):
         _case(tmp_path, budget="0.2 GB", optimize=True)  # the embeddings fit, one layer's buffers do not
+
+
+def test_the_run_says_how_far_the_cost_model_is_from_the_simulation(tmp_path):
+    for group in (0, 4):
+        r = _case(tmp_path, group=group)
+        model_ms = 1e3 * r.tokens.query("phase == 'decode'")["af_cost_model_s"].iloc[0]
+        gap = 100 * (model_ms / r.summary["total_ms"] - 1)
+        assert bool(r.notes) == (abs(gap) > 5)
+        for note in r.notes:
+            assert f"{model_ms:.1f} ms/token" in note and f"{r.summary['total_ms']:.1f}" in note
