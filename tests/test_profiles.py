@@ -14,17 +14,18 @@ from sim.config.base import load_yaml
 from sim.config.profiles import HARDWARE_DIR, MODEL_DIR, hardware_names, load_hardware, load_model, model_names
 from sim.errors import ConfigError
 
-LABEL_KEYS = ("name", "description", "extends")
+LABEL_KEYS = ("name", "description", "extends", "caveats")
 # a digit that starts a number, not one inside a name such as fp32, q4_0, rtx4090 or apple-m1-max
 NUMBER = re.compile(r"(?<![A-Za-z0-9_\-.])\d")
 
 
 def uncommented_numbers(text: str) -> list[str]:
     """Lines of a profile that hold a number but no ``# source`` comment (label keys are not quantities)."""
-    bad = []
+    bad, in_caveats = [], False
     for line in text.splitlines():
         code, _, comment = line.partition("#")
-        if code.strip().split(":", 1)[0] in LABEL_KEYS:
+        in_caveats = line.startswith("caveats:") or (in_caveats and line.startswith("  - "))
+        if in_caveats or code.strip().split(":", 1)[0] in LABEL_KEYS:  # caveats are prose about the numbers
             continue
         if NUMBER.search(code) and not comment.strip():
             bad.append(line)
@@ -275,7 +276,21 @@ def test_profiles_shows_one_resolved_hardware_profile(capsys):
     assert shown.keys() == resolved.keys()
     for key, value in resolved.items():
         assert shown[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
-    assert shown["flash.curve.throughput"] == load_hardware("apple-m1-max").model_dump()["flash"]["curve"]["throughput"]
+    assert shown["flash.latency"] == pytest.approx(load_hardware("apple-m1-max").flash.latency)  # inherited
+
+
+def test_profiles_prints_each_caveat_under_the_profile(capsys):
+    assert main(["profiles", "--hardware", "pixel-6"]) == 0
+    out = capsys.readouterr().out
+    assert "# caveat: flash peak 4.2 GB/s (ActiveFlow) exceeds what UFS 3.1 can carry" in out
+    assert main(["profiles"]) == 0
+    table = capsys.readouterr().out
+    assert "pixel-6 *" in table and "  pixel-6: flash peak 4.2 GB/s" in table and "this-machine *" not in table
+
+
+def test_m2_ultra_flash_peaks_at_the_papers_6_gib_per_s_sequential_read():
+    curve = load_hardware("apple-m2-ultra").flash.curve
+    assert max(max(row) for row in curve.throughput) == pytest.approx(6 * 2**30, rel=2e-3)
 
 
 def test_profiles_shows_one_model_profile(capsys):

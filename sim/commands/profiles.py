@@ -23,11 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _profiles(args: argparse.Namespace) -> int:
     if args.hardware:
-        print(hardware_yaml(load_hardware(args.hardware, "--hardware", "")), end="")
+        hw = load_hardware(args.hardware, "--hardware", "")
+        print(hardware_yaml(hw), end="")
+        for caveat in hw.caveats:
+            print(f"# caveat: {caveat}")
     elif args.model:
         print(model_yaml(load_model(args.model, "--model", "")), end="")
     else:
         print(table(hardware_rows(), "hardware profiles (hardware_profiles/)"))
+        caveats = [(name, c) for name in hardware_names() for c in load_hardware(name, "profiles", "").caveats]
+        if caveats:
+            print("caveats (*):")
+            for name, caveat in caveats:
+                print(f"  {name}: {caveat}")
         print()
         print(table(model_rows(), "model profiles (sim/models/profiles/)"))
     return 0
@@ -63,7 +71,7 @@ def hardware_rows() -> list[dict[str, str]]:
         dram = hw.memories[hw.flash.target_memory]
         rows.append(
             {
-                "name": name,
+                "name": name + (" *" if hw.caveats else ""),
                 "extends": hw.extends or "",
                 "flash peak": _gbps(max(max(row) for row in hw.flash.curve.throughput)),
                 "qd": str(hw.flash.max_queue_depth),
@@ -94,9 +102,21 @@ def model_rows() -> list[dict[str, str]]:
                 "heads/kv": f"{m.n_heads}/{m.n_kv_heads}",
                 "ffn": m.ffn_kind,
                 "experts": experts,
+                "features": features(m),
             }
         )
     return rows
+
+
+def features(m: ModelProfile) -> str:
+    """The profile's non-default architecture features, comma-separated."""
+    parts = ["parallel attn"] if m.parallel_attention else []
+    parts += [f"rotary {m.rotary_fraction:g}"] if m.rotary_fraction < 1 else []
+    parts += ["q/k norm"] if m.qk_norm else []
+    parts += ["biases"] if m.biases else []
+    parts += [f"FATReLU {m.fatrelu_threshold:g}"] if m.ffn_kind == "fatrelu" else []
+    parts += ["untied head"] if not m.tied_embeddings else []
+    return ", ".join(parts)
 
 
 def table(rows: list[dict[str, str]], title: str) -> str:

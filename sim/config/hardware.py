@@ -103,6 +103,11 @@ class HardwareProfile(StrictModel):
     name: str
     description: str = ""
     extends: str | None = Field(None, description="profile this one is merged over")
+    caveats: list[str] = Field(
+        [],
+        description="what a reader must know before trusting this profile: numbers assumed or borrowed from another "
+        "device, published numbers the interface cannot deliver (shown by `profiles`, written to about.md)",
+    )
     flash: FlashSpec
     memories: dict[str, MemorySpec]
     links: dict[str, LinkSpec] = {}

@@ -5,6 +5,13 @@ Ops of one layer (names used throughout the simulator and the flash layouts):
              ``o`` [n_heads*head_dim, d_model]
   FFN (per expert): ``up`` [d_model, d_ff], ``down`` [d_ff, d_model], and ``gate`` [d_model, d_ff] when gated.
 A *neuron* i of the FFN is column i of up (and gate) and row i of down: d_model weights in each matrix.
+
+Features that change what a layer holds or how its ops depend on each other (each model file cites them):
+``ffn_kind`` (the activation: relu, squared_relu, gelu, swiglu, geglu, fatrelu = SwiGLU whose gate is zeroed below
+``fatrelu_threshold``; gated kinds have a gate matrix), ``parallel_attention`` (attention and FFN read the same
+normalised input, so the FFN's loads need not wait for attention), ``rotary_fraction`` (share of head_dim rotated:
+partial rotary changes no weights), ``qk_norm`` (a LayerNorm over q and k: 2 x head_dim x 2 weights per layer),
+``biases`` (attention biases, counted in their op), ``tied_embeddings`` (the LM head is the input table).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ DTYPE_BITS: dict[str, float] = {
     "hqq3_g64": 3.5,
 }
 
-FfnKind = Literal["relu", "gelu", "swiglu", "geglu"]
+FfnKind = Literal["relu", "squared_relu", "gelu", "swiglu", "geglu", "fatrelu"]
+GATED_KINDS = ("swiglu", "geglu", "fatrelu")
 ATTENTION_OPS = ("q", "k", "v", "o")
 
 
@@ -61,9 +69,18 @@ class ModelProfile(StrictModel):
     max_positions_learned: int = Field(0, ge=0, le=2**20, description="learned position table rows (OPT), else 0")
     n_experts: int = Field(1, ge=1, le=4096)
     experts_top_k: int = Field(1, ge=1, le=4096)
+    fatrelu_threshold: float | None = Field(
+        None, ge=0, description="fatrelu: the gate activation below which a neuron is zero (FATReLU)"
+    )
+    parallel_attention: bool = Field(False, description="attention and FFN read the same input (Falcon, Phi-2)")
+    rotary_fraction: float = Field(1.0, ge=0, le=1, description="share of head_dim RoPE rotates (partial rotary)")
+    qk_norm: bool = Field(False, description="LayerNorm (weight + bias) over each head's q and k (Persimmon)")
+    biases: bool = Field(False, description="attention projections carry biases (counted with their op)")
 
     @model_validator(mode="after")
     def _check(self) -> ModelProfile:
+        if (self.ffn_kind == "fatrelu") != (self.fatrelu_threshold is not None):
+            raise ValueError("fatrelu_threshold is set exactly when ffn_kind is fatrelu")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
         if self.experts_top_k > self.n_experts:
@@ -73,20 +90,24 @@ class ModelProfile(StrictModel):
     # ---- shapes (weights counts) ---------------------------------------------------------------
     @property
     def gated(self) -> bool:
-        return self.ffn_kind in ("swiglu", "geglu")
+        return self.ffn_kind in GATED_KINDS
 
     @property
     def ffn_ops(self) -> tuple[str, ...]:
         return ("gate", "up", "down") if self.gated else ("up", "down")
 
     def op_weights(self, op: str) -> int:
-        """Weights in one op of one layer (FFN ops: of one expert)."""
+        """Weights in one op of one layer (FFN ops: of one expert). Attention biases and q/k norms are counted with
+        their op; FFN biases (at most 2 d_ff + d_model per layer, < 0.05% of it) are not: a neuron stays d_model
+        weights per matrix, the unit every layout stores."""
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        b = int(self.biases)
+        qk_norm = 2 * self.head_dim if self.qk_norm else 0  # weight + bias over head_dim, shared by the heads
         sizes = {
-            "q": self.d_model * q_dim,
-            "k": self.d_model * kv_dim,
-            "v": self.d_model * kv_dim,
-            "o": q_dim * self.d_model,
+            "q": self.d_model * q_dim + b * q_dim + qk_norm,
+            "k": self.d_model * kv_dim + b * kv_dim + qk_norm,
+            "v": self.d_model * kv_dim + b * kv_dim,
+            "o": q_dim * self.d_model + b * self.d_model,
             "gate": self.d_model * self.d_ff if self.gated else 0,
             "up": self.d_model * self.d_ff,
             "down": self.d_ff * self.d_model,
