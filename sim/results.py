@@ -67,6 +67,8 @@ def about(experiment_path: Path, cases: Sequence[Case], results: Sequence[CaseRe
     notes = list(dict.fromkeys(note for case in cases for note in case.notes))
     notes += [f"case {r.name}: {note}" for r in results for note in r.notes]
     lines += [*(f"Note: {note}" for note in notes), ""] if notes else []
+    stats = list(dict.fromkeys(case.statistics.describe() for case in cases if case.statistics is not None))
+    lines += [*(f"Activation statistics: {s}" for s in stats), ""] if stats else []
     caveats = list(dict.fromkeys((case.hardware.name, c) for case in cases for c in case.hardware.caveats))
     lines += [*(f"Caveat ({name}): {caveat}" for name, caveat in caveats), ""] if caveats else []
     lines += [

@@ -43,10 +43,16 @@ class ProjectedActivations(_FromTrace):
     """A real trace projected onto the experiment's model shape (sim.traces.projection)."""
 
     source: Literal["projection"]
-    density: Literal["opt-6.7b-table6"] | float = Field(
-        "opt-6.7b-table6", description="per-layer active fraction: a published profile or one number"
+    density: float | str = Field(
+        "opt-6.7b-table6",
+        description="per-layer active fraction: activation statistics (a name in traces/statistics/, or a path to "
+        "one such file; sim.traces.statistics) or one number for every layer",
     )
-    gain_sigma: float = Field(0.25, ge=0)
+    gain_sigma: float | None = Field(
+        None,
+        ge=0,
+        description="gain spread of a source neuron's copies; default: the statistics' fitted value, else 0.25",
+    )
 
     @field_validator("density")
     @classmethod

@@ -35,6 +35,7 @@ from sim.config.workload import Length, OutputLength, PlacementConfig, RequestCo
 from sim.errors import ConfigError
 from sim.models.profile import ModelProfile
 from sim.policies.registry import PolicyConfig
+from sim.traces.statistics import ActivationStatistics, projection_statistics
 from sim.units import format_bytes
 
 MAX_DECODE_TOKENS = 1_000_000  # per case: minutes to hours of wall time; more is a typo, not a study
@@ -226,6 +227,7 @@ class Case:
     sweep: dict[str, Any] | None = None  # the sweep point of this case, if it came from a sweep
     notes: tuple[str, ...] = ()  # things the user should know about how the case was resolved
     calibrated: tuple[str, ...] = ()  # published metrics a parameter was tuned to; the others are predictions
+    statistics: ActivationStatistics | None = None  # the activation statistics a projection's density names
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Case]:
@@ -248,14 +250,27 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     return [_resolve_case(path, data, case, tuple(overrides or ())) for case in cases]
 
 
-def _assumed_statistics(config: ExperimentConfig, model: ModelProfile) -> tuple[str, ...]:
-    """A projection that gives another model OPT-6.7B's published densities is an assumption: say so."""
-    acts = config.activations
-    opt_densities = acts is not None and acts.source == "projection" and acts.density == "opt-6.7b-table6"
-    if opt_densities and model.name != "opt-6.7b":
-        return (f"activations of {model.name} use OPT-6.7B's Table 6 densities (no published statistics for "
-                f"{model.name}): an assumption, not a measurement",)  # fmt: skip
-    return ()
+def _statistics(
+    config: ExperimentConfig, model: ModelProfile, source: str, folder: Path
+) -> tuple[ExperimentConfig, ActivationStatistics | None, tuple[str, ...]]:
+    """The activation statistics a projection names, what they set (the statistical predictor's recall and false
+    positives, where the experiment leaves them), and notes on what is assumed rather than measured for ``model``."""
+    stats, notes, also = projection_statistics(config.activations, source, folder), [], ""
+    policy = config.policy
+    if getattr(policy, "predictor", None) == "statistical":
+        unset = [k for k in ("recall", "fp_rate") if k not in policy.model_fields_set]
+        if unset and stats is not None and stats.predictor is not None:
+            update = {k: getattr(stats.predictor, k) for k in unset}
+            config = config.model_copy(update={"policy": policy.model_copy(update=update)})
+            also = " (with the statistical predictor's " + ", ".join(f"{k} {v:g}" for k, v in update.items()) + ")"
+        elif unset and model.name != "opt-6.7b":
+            values = ", ".join(f"{k} {getattr(policy, k):g}" for k in unset)
+            notes.append(f"the statistical predictor's {values} are OPT-6.7B's (LLM in a Flash App. C): an "
+                         f"assumption for {model.name}")  # fmt: skip
+    if stats is not None and stats.model != model.name:
+        notes.append(f"activations of {model.name} use {stats.name}{also} ({stats.kind} for {stats.model}): an "
+                     f"assumption, not a measurement of {model.name}")  # fmt: skip
+    return config, stats, tuple(notes)
 
 
 def _shadowed(overrides: tuple[str, ...], case: CaseConfig) -> tuple[str, ...]:
@@ -281,9 +296,11 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides:
         if metric not in case.published:
             reason = "names a metric the case does not publish"
             raise ConfigError(f"{path} (case {case.name})", "calibrated", reason, metric)
-    notes = _shadowed(overrides, case) + _assumed_statistics(config, model)
+    config, statistics, assumed = _statistics(config, model, source, path.parent)
+    notes = _shadowed(overrides, case) + assumed
     published, calibrated = dict(case.published), tuple(case.calibrated)
-    return Case(case.name, config, hardware, model, published, raw, path, dict(case.sweep), notes, calibrated)
+    return Case(case.name, config, hardware, model, published, raw, path, dict(case.sweep), notes, calibrated,
+                statistics)  # fmt: skip
 
 
 def _check_references(

@@ -15,8 +15,9 @@ from sim.config.profiles import REPO_ROOT
 from sim.errors import ConfigError, TraceError
 from sim.models.profile import ModelProfile
 from sim.traces.format import TraceReader
-from sim.traces.projection import ProjectedSource, opt_6_7b_density
+from sim.traces.projection import ProjectedSource
 from sim.traces.source import ActivationSource, Looped, Offset, TraceSource
+from sim.traces.statistics import projection_gain_sigma, projection_statistics
 from sim.traces.synthetic import SyntheticSource, fit
 
 
@@ -54,10 +55,13 @@ def build_activations(
 
     if isinstance(cfg, ProjectedActivations):
         base = trace("dense", 1)
-        density = opt_6_7b_density(model.n_layers) if cfg.density == "opt-6.7b-table6" else cfg.density
+        stats = projection_statistics(cfg, source, experiment_dir)
+        density = stats.density_profile(model.n_layers) if stats is not None else cfg.density
+        sigma = projection_gain_sigma(cfg, stats)
 
         def project() -> ProjectedSource:
-            kw = {"density": density, "gain_sigma": cfg.gain_sigma, "calib_tokens": cfg.calib_tokens}
+            kw = {"density": density, "gain_sigma": sigma, "calib_tokens": cfg.calib_tokens,
+                  "density_from": stats.name if stats is not None else ""}  # fmt: skip
             return ProjectedSource.onto(base, model, rng, derive=points.derived, **kw)  # thresholds: once, on disk
 
         src = _drawn(cache, ("projection", id(base), model.model_dump_json(), cfg.model_dump_json()), rng, project)

@@ -148,6 +148,7 @@ def prepare_case(case: Case, timeline: bool, cache: dict | None) -> Prepared:
         layout=layout,
         activations=activations,
         rng=rng,
+        statistics=case.statistics,
     )
     policy = make_policy(cfg.policy)
     policy.setup(ctx)

@@ -43,6 +43,7 @@ class RunContext:
     layout: Layout  # where every weight lives on flash
     activations: Any | None  # sim.traces.source.ActivationSource, or None for policies that need none
     rng: np.random.Generator
+    statistics: Any | None = None  # sim.traces.statistics.ActivationStatistics a projection's density names
 
     @property
     def processor(self) -> str:

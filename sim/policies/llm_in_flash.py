@@ -106,6 +106,7 @@ class LlmInFlash:
         self.config = config
         self._stats: dict[str, float] = {}
         self._last_token: TokenMasks | None = None  # the last planned decode step's masks (None: a prefill)
+        self._totals = dict.fromkeys(("steps", "predicted", "loaded", "resident"), 0.0)  # over decode steps
 
     # ---- setup ----------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
@@ -338,12 +339,18 @@ class LlmInFlash:
         )
 
     def _record(self, tok: TokenMasks, n_read: int, n_loaded: int, mem, copied) -> None:
+        resident = float(mem.n_rows.sum()) if mem is not None else 0.0
+        totals = self._totals
+        totals["steps"] += 1
+        totals["predicted"] += float(tok.n_pred.sum())
+        totals["loaded"] += float(n_loaded)
+        totals["resident"] += resident
         self._stats = {
             "neurons_true": float(tok.n_true),
             "neurons_predicted": float(tok.n_pred.sum()),
             "neurons_read": float(n_read),
             "neurons_loaded": float(n_loaded),
-            "neurons_resident": float(mem.n_rows.sum()) if mem is not None else 0.0,
+            "neurons_resident": resident,
             "predictor_fn": tok.n_fn / tok.n_true if tok.n_true else 0.0,
             "memmgmt_rows_moved": float(mem.moves.sum()) if mem is not None else 0.0,
             "memmgmt_bytes": float(copied.sum()),
@@ -355,6 +362,24 @@ class LlmInFlash:
         return float(tokens)
 
     def run_notes(self, summary: dict[str, Any]) -> list[str]:
+        return self._window_vs_statistics() + self._shortened_note()
+
+    def _window_vs_statistics(self) -> list[str]:
+        """The FFN shares the run predicted, loaded fresh and held per token, beside the statistics' (a check of
+        the projection's window reuse against a published or fitted number)."""
+        stats, t = self.ctx.statistics, self._totals
+        if stats is None or stats.window is None or not self.reuse or not t["steps"]:
+            return []
+        share = lambda key: t[key] / t["steps"] / (self.n_layers * self.n)  # noqa: E731
+        w = stats.window
+        held = f", {w.held_fraction:.1%} held" if w.held_fraction is not None else ""
+        return [
+            f"llm_in_flash window (k={self.config.window_k}): per token {share('predicted'):.1%} of the FFN "
+            f"predicted, {share('loaded'):.2%} loaded fresh, {share('resident'):.1%} held; {stats.name} "
+            f"({stats.kind}) gives {w.fresh_fraction:.2%} fresh{held} at k={w.k}"
+        ]
+
+    def _shortened_note(self) -> list[str]:
         if not self.reuse or self.window.shortened == 0:
             return []
         sized = (

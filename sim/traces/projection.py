@@ -13,8 +13,9 @@ Mapping (all choices seeded by the ``np.random.Generator`` passed in, recorded b
   (1 - density[l'])-quantile of ``|act_src| * g`` over the first ``calib_tokens`` tokens, so each layer hits
   its target density on those tokens (exactly, up to ties) and varies around it on others.
 
-Density targets: :func:`density_profile` interpolates published per-layer points; :data:`OPT_6_7B_TABLE6`
-is LLM in a Flash Table 6 (OPT-6.7B active neurons: layer 1 1.56%, layer 16 2.66%, layer 32 5.36%, mean 3.30%).
+Density targets: :func:`density_profile` interpolates per-layer points of an activation statistics file
+(:mod:`sim.traces.statistics`; ``opt-6.7b-table6`` is LLM in a Flash Table 6: OPT-6.7B active neurons layer 1
+1.56%, layer 16 2.66%, layer 32 5.36%, mean 3.30%).
 ``hidden()`` is None: SmolLM2's 576-dim MLP inputs are no stand-in for a 4096-dim model's, so predictors on a
 projected source must be modelled statistically.
 """
@@ -28,9 +29,6 @@ import numpy as np
 from sim.traces.encoding import code_threshold, codes_above, log8_table
 from sim.traces.source import SourceBase, TraceSource, check_range
 from sim.traces.topvalues import ProjectedValues
-
-# LLM in a Flash (arXiv 2312.11514) Table 6, OPT-6.7B: 1-based layer -> active fraction; published mean 3.30%.
-OPT_6_7B_TABLE6 = {"points": {1: 0.0156, 16: 0.0266, 32: 0.0536}, "mean": 0.0330, "n_layers": 32}
 
 BLOCK_TOKENS = 64  # masks() works through this many tokens at a time (its index arrays: ~1M entries for OPT-6.7B)
 
@@ -66,8 +64,10 @@ def density_profile(points: dict[int, float], n_layers: int, mean: float | None 
 
 
 def opt_6_7b_density(n_layers: int = 32) -> np.ndarray:
-    t = OPT_6_7B_TABLE6
-    return density_profile(t["points"], n_layers, t["mean"], t["n_layers"])
+    """LLM in a Flash Table 6's OPT-6.7B densities (traces/statistics/opt-6.7b-table6.yaml) over ``n_layers``."""
+    from sim.traces.statistics import load_statistics
+
+    return load_statistics("opt-6.7b-table6", "sim.traces.projection").density_profile(n_layers)
 
 
 Derive = Callable[[str, list[np.ndarray], Callable[[], np.ndarray]], np.ndarray]  # like sim.points.derived
@@ -78,13 +78,14 @@ class ProjectedSource(SourceBase):
 
     def __init__(self, base: TraceSource, n_layers: int, d_ff: int, density: np.ndarray, rng: np.random.Generator,
                  gain_sigma: float = 0.25, calib_tokens: int = 512, name: str = "target",
-                 derive: Derive | None = None):  # fmt: skip
+                 derive: Derive | None = None, density_from: str = ""):  # fmt: skip
         density = np.broadcast_to(np.asarray(density, dtype=np.float64), (n_layers,))
         keep = base.reader.manifest["fields"]["ffn_act"]["encoding"].get("keep_top", 1.0)
         if density.max() > keep:
             raise ValueError(f"density {density.max():.3f} above the trace's stored top fraction {keep:g}")
         self.base, self.n_layers, self.d_ff, self.name = base, n_layers, d_ff, name
         self.n_tokens, self.density, self.gain_sigma = base.n_tokens, density, gain_sigma
+        self.density_from = density_from  # the statistics the densities come from ("": a number)
         self.layers = layer_map(base.n_layers, n_layers)  # [L']
         reps = -(-d_ff // base.d_ff)
         self.neurons = np.concatenate([rng.permutation(base.d_ff) for _ in range(reps)])[:d_ff]  # [F']
@@ -205,7 +206,7 @@ class ProjectedSource(SourceBase):
         return (f"projection of [{self.base.describe_file()}] onto {self.name} "
                 f"(layers {self.base.n_layers}->{self.n_layers}, "
                 f"d_ff {self.base.d_ff}->{self.d_ff}, gain sigma {self.gain_sigma:g}, mean density "
-                f"{self.density.mean():.2%})")  # fmt: skip
+                f"{self.density.mean():.2%}{' from ' + self.density_from if self.density_from else ''})")  # fmt: skip
 
     @staticmethod
     def onto(base: TraceSource, profile, rng: np.random.Generator, density: np.ndarray | None = None,
