@@ -207,6 +207,6 @@ def test_another_models_run_on_opt_densities_says_it_is_an_assumption(tmp_path):
         f"activations: {{source: projection, path: {trace}, density: opt-6.7b-table6}}\n"
     )
     (case,) = load_experiment(exp)
-    assert any("llama-2-7b use OPT-6.7B's Table 6 densities" in note and "assumption" in note for note in case.notes)
+    assert any("llama-2-7b use opt-6.7b-table6 (published for opt-6.7b)" in n and "assumption" in n for n in case.notes)
     exp.write_text(exp.read_text().replace("llama-2-7b", "opt-6.7b"))
     assert load_experiment(exp)[0].notes == ()

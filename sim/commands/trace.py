@@ -34,6 +34,14 @@ def register(subparsers) -> None:
     st.add_argument("--no-plots", action="store_true", help="skip experiments/plots/trace_stats.py")
     st.set_defaults(func=_stats)
 
+    fit = sub.add_parser("statistics", help="measure a trace's activation statistics into a file projections use")
+    fit.add_argument("trace")
+    fit.add_argument("--rule", default="threshold:0.9", help="sparsity rule making masks (threshold:S, topk:S, gate)")
+    fit.add_argument("--name", required=True, help="the statistics' name (activations.density: NAME)")
+    fit.add_argument("--window-k", type=int, default=5, help="the window length the file states (1-8)")
+    fit.add_argument("--out", required=True, help="the .yaml file to write (refused if it exists)")
+    fit.set_defaults(func=_statistics)
+
     info = sub.add_parser("info", help="print a trace's manifest summary")
     info.add_argument("trace")
     info.set_defaults(func=_info)
@@ -76,6 +84,32 @@ def _stats(args: argparse.Namespace) -> int:
 
         run_plot(PLOTS_DIR / "trace_stats.py", Path(out))
     print(f"wrote {out}")
+    return 0
+
+
+def _statistics(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sim.errors import ConfigError
+    from sim.traces.source import TraceSource
+    from sim.traces.statistics import fit_statistics, write_statistics
+
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError("<command line>", "--out", "exists; statistics files are never overwritten", str(out))
+    if not 1 <= args.window_k <= 8:
+        raise ConfigError("<command line>", "--window-k", "must be 1..8", str(args.window_k))
+    source = TraceSource(args.trace, args.rule)
+    parts = [args.trace, "--rule", args.rule, "--name", args.name, "--window-k", str(args.window_k), "--out", args.out]
+    command = "python -m sim trace statistics " + " ".join(shlex.quote(a) for a in parts)
+    model = source.reader.manifest.get("model", {})
+    model_name = model.get("name", "?") if isinstance(model, dict) else str(model)
+    stats = fit_statistics(source, args.name, model_name, command, args.window_k)
+    write_statistics(out, stats)
+    print(
+        f"wrote {out}: mean density {sum(stats.density.points.values()) / len(stats.density.points):.2%}, "
+        f"window k={stats.window.k}: {stats.window.fresh_fraction:.2%} fresh, {stats.window.held_fraction:.1%} held"
+    )
     return 0
 
 

@@ -263,7 +263,7 @@ def _statistics(
             update = {k: getattr(stats.predictor, k) for k in unset}
             config = config.model_copy(update={"policy": policy.model_copy(update=update)})
             also = " (with the statistical predictor's " + ", ".join(f"{k} {v:g}" for k, v in update.items()) + ")"
-        elif unset and model.name != "opt-6.7b":
+        elif unset and model.name != "opt-6.7b" and getattr(config.activations, "source", "") == "projection":
             values = ", ".join(f"{k} {getattr(policy, k):g}" for k in unset)
             notes.append(f"the statistical predictor's {values} are OPT-6.7B's (LLM in a Flash App. C): an "
                          f"assumption for {model.name}")  # fmt: skip

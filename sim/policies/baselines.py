@@ -3,9 +3,10 @@
 - ``all_dram``: every weight resident; no flash I/O (fails clearly if the budget is too small).
 - ``naive``: nothing resident; every layer's weights and the LM head are read from flash each step
   (LLM in a Flash Table 2 row 1).
-- ``hybrid``: attention and embeddings resident (``embeddings: flash``: the LM head read with the last layer
-  instead); then, if ``fill_budget``, the same fraction of every layer's FFN neurons as the remaining budget
-  holds; the rest of the FFN is streamed (Table 2 row 2, where the paper keeps half of the model in DRAM).
+- ``hybrid``: attention and embeddings resident (``embeddings: input_flash``: the input table stays on flash and
+  each token's row is read; ``flash``: the LM head is read with the last layer too); then, if ``fill_budget``, the
+  same fraction of every layer's FFN neurons as the remaining budget holds; the rest of the FFN is streamed
+  (Table 2 row 2, where the paper keeps half of the model in DRAM).
 
 Resident weights live in the placement's ``weights`` memory; if the processor computes out of another memory
 they cross the link every step, layer by layer (an offloading setup), as does the KV cache when it lives away from
@@ -39,13 +40,49 @@ class NaiveConfig(StrictModel):
     overlap: bool = False
 
 
+Embeddings = Literal["dram", "input_flash", "flash"]
+EMBEDDINGS_HELP = (
+    "dram: the embedding table (and an untied LM head) resident; input_flash: the LM head resident, the input table "
+    "left on flash and each token's row read before layer 0 (LLM in a Flash's accounting; tied embeddings: as dram); "
+    "flash: neither held, the LM head read with the last layer every decode step and the input rows as input_flash"
+)
+
+
 class HybridConfig(StrictModel):
     name: Literal["hybrid"]
     overlap: bool = False
     fill_budget: bool = True
-    embeddings: Literal["dram", "flash"] = Field(
-        "dram", description="flash: the embedding table is not held; the LM head is read with the last layer each step"
-    )
+    embeddings: Embeddings = Field("dram", description=EMBEDDINGS_HELP)
+
+
+def embedding_bytes_held(model: ModelProfile, dtype: str, where: str) -> float:
+    """Bytes of embeddings a policy keeps resident (learned positions stay with what is held)."""
+    table = dtype_bytes(dtype, model.vocab_size * model.d_model)
+    if where == "flash":
+        return 0.0
+    if where == "input_flash" and not model.tied_embeddings:
+        return model.embedding_bytes(dtype) - table
+    return model.embedding_bytes(dtype)
+
+
+def reads_input_rows(model: ModelProfile, where: str) -> bool:
+    """Whether the input embedding rows come from flash (the input table is not resident)."""
+    return where == "flash" or (where == "input_flash" and not model.tied_embeddings)
+
+
+def input_row_extents(ctx: RunContext, step: Step) -> np.ndarray:
+    """[n, 2] extents of the input embedding rows a step's tokens need (one per token computed). A projected trace
+    has no token ids, so the row of a token is a fixed hash of its request and position: what a read costs depends
+    on its size and count, not on which row it is."""
+    layout, model = ctx.layout, ctx.model
+    table_offset = int(layout.op_extents(EMBEDDINGS, ("embed",))[0, 0])
+    rows = [
+        (request * 1_000_003 + position + j) * 2_654_435_761 % model.vocab_size
+        for request, position, n in zip(step.requests, step.positions, step.new_tokens, strict=True)
+        for j in range(n)
+    ]
+    offsets = table_offset + np.unique(np.array(rows, np.int64)) * layout.row_bytes
+    return np.stack([offsets, np.full(len(offsets), layout.row_bytes, np.int64)], axis=1)
 
 
 def kv_bytes_per_layer(model: ModelProfile, kv_dtype: str, step: Step) -> float:
@@ -81,6 +118,7 @@ class _Dense:
     _holds_attention = True  # attention resident (all but naive)
     _holds_embeddings = True  # the embedding table resident (all but naive, and hybrid with embeddings: flash)
     _held_neurons = np.zeros(0, np.int64)  # FFN neurons resident in every layer
+    _input_rows = False  # the input embedding rows are read from flash before layer 0
 
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -100,6 +138,8 @@ class _Dense:
     def plan(self, step: Step) -> Graph:
         ctx, plans = self.ctx, self.plans
         mid, last = self.ops.dense_layer(step, last=False), self.ops.dense_layer(step, last=True)
+        if self._input_rows:
+            plans[0].on_demand = input_row_extents(ctx, step)
         for plan in plans:  # only the ops (attention's KV length) and transfers change from step to step
             plan.ops = mid
             plan.transfers = placement_transfers(ctx, step, plan.layer, self.resident_bytes[plan.layer])
@@ -129,10 +169,12 @@ class _Dense:
         )
         self.resident_bytes = [b + bytes_per_layer for b in self.resident_bytes]
 
-    def _hold_embeddings(self) -> None:
-        """Allocate the embedding tables; the LM head is used by the last layer."""
+    def _hold_embeddings(self, where: str = "dram") -> None:
+        """Allocate the embedding tables (``input_flash``: all but an untied input table); the LM head is used by
+        the last layer."""
         model, dtype = self.ctx.model, self.ctx.dtype
-        self.ctx.devices.memories[self.ctx.placement.weights].allocate("embeddings", model.embedding_bytes(dtype))
+        held = embedding_bytes_held(model, dtype, where)
+        self.ctx.devices.memories[self.ctx.placement.weights].allocate("embeddings", held)
         self.resident_bytes[-1] += dtype_bytes(dtype, model.vocab_size * model.d_model)
 
 
@@ -166,9 +208,11 @@ class Hybrid(_Dense):
 
     def _place(self, ctx: RunContext) -> None:
         model, dtype = ctx.model, ctx.dtype
-        if self.config.embeddings == "dram":
-            self._hold_embeddings()
-        self._holds_embeddings = self.config.embeddings == "dram"
+        where = self.config.embeddings
+        if where != "flash":
+            self._hold_embeddings(where)
+        self._input_rows = reads_input_rows(model, where)
+        self._holds_embeddings = not self._input_rows
         self._hold("attention", model.attention_bytes_per_layer(dtype))
         n_neurons = model.n_experts * model.d_ff
         n_resident = self._resident_neurons(ctx, n_neurons) if self.config.fill_budget else 0
@@ -177,7 +221,7 @@ class Hybrid(_Dense):
         self._held_neurons = np.arange(n_resident)
         streamed = np.arange(n_resident, n_neurons)
         self.preloads = [coalesce(ctx.layout.neuron_extents(l, streamed)) for l in range(model.n_layers)]
-        if not self._holds_embeddings:  # the LM head from flash with the last layer, as naive reads it
+        if where == "flash":  # the LM head from flash with the last layer, as naive reads it
             self.preloads[-1] = coalesce(np.concatenate([self.preloads[-1], lm_head_extents(ctx)]))
         self.resident_fraction = n_resident / n_neurons
 

@@ -14,8 +14,9 @@ Per decode step t, vectorised over layers:
    preallocated matrix's resident rows (``ffn_compute: resident``) or gathered over the predicted neurons
    (``active``).
 
-Tenants (setup; CapacityError if over the budget): embeddings (unless ``embeddings: flash``: then the LM head is
-read with the last layer every decode step), attention and the predictor in the placement's
+Tenants (setup; CapacityError if over the budget): embeddings (``embeddings: input_flash``: an untied input table
+stays on flash and each token's row is read before layer 0; ``flash``: the LM head is read with the last layer every
+decode step too), attention and the predictor in the placement's
 ``weights`` memory; the per-layer preallocated FFN matrices in its ``window`` memory, sized by a dry run of the
 window over the first ``capacity_tokens`` decode steps (the mask stream keeps those steps' predictions, so the run
 replays them instead of predicting twice); each token the matrices report the rows they hold (``Memory.occupy``:
@@ -49,7 +50,15 @@ from sim.lif.statistical import StatisticalPredictor
 from sim.lif.window import SlidingWindow
 from sim.models.profile import dtype_bytes
 from sim.policies.base import Held, RunContext
-from sim.policies.baselines import lm_head_extents, placement_transfers
+from sim.policies.baselines import (
+    EMBEDDINGS_HELP,
+    Embeddings,
+    embedding_bytes_held,
+    input_row_extents,
+    lm_head_extents,
+    placement_transfers,
+    reads_input_rows,
+)
 from sim.policies.ops import StepOps
 from sim.units import format_bytes
 
@@ -87,11 +96,7 @@ class LlmInFlashConfig(StrictModel):
     ffn_compute: Literal["resident", "active"] = "active"
     overlap: bool = False
     capacity_tokens: int = Field(256, ge=1, description="decode steps of the dry run sizing the FFN matrices")
-    embeddings: Literal["dram", "flash"] = Field(
-        "dram",
-        description="dram: the embedding table (and an untied LM head) resident; flash: not held, the LM head read "
-        "from flash with the last layer every decode step (a budget below embeddings + attention then fits)",
-    )
+    embeddings: Embeddings = Field("dram", description=EMBEDDINGS_HELP)
     window_rows: Literal["peak", "budget"] = Field(
         "peak",
         description="peak: the FFN matrices hold the dry run's peak (the budget must admit it); budget: they fill "
@@ -202,8 +207,9 @@ class LlmInFlash:
         streaming buffer, not counted, like naive's; with it the window's matrices follow, :meth:`_rows`.)"""
         model, dtype = ctx.model, ctx.dtype
         weights = ctx.devices.memories[ctx.placement.weights]
-        if self.config.embeddings == "dram":
-            weights.allocate("embeddings", model.embedding_bytes(dtype))
+        if self.config.embeddings != "flash":
+            weights.allocate("embeddings", embedding_bytes_held(model, dtype, self.config.embeddings))
+        self._input_rows = reads_input_rows(model, self.config.embeddings)
         self._lm_head = np.zeros((0, 2), np.int64)  # extents the last layer reads each decode step
         if self.config.embeddings == "flash":
             self._lm_head = coalesce(lm_head_extents(ctx))
@@ -260,10 +266,13 @@ class LlmInFlash:
             extents[-1] = np.concatenate([self._lm_head, extents[-1]])  # embeddings lie first on flash: in order
         attention = self.ops.attention(step)  # the same for every layer
         copied, n_ffn = copied.tolist(), n_ffn.tolist()
-        return [
+        plans = [
             self._layer_plan(step, l, extents[l], float(copied[l]), int(n_ffn[l]), attention)
             for l in range(self.n_layers)
         ]
+        if self._input_rows:
+            plans[0].on_demand = input_row_extents(self.ctx, step)
+        return plans
 
     def _prefill(self, step: Step) -> Graph:
         """Every FFN neuron of each layer read (into a streaming buffer) and computed densely for the chunk."""
@@ -394,7 +403,8 @@ class LlmInFlash:
 
     # ---- Executable (sim.real.executor) ----
     def held(self) -> Held:
-        return Held(self.config.embeddings == "dram", True, [np.zeros(0, np.int64)] * self.n_layers)
+        holds_table = self.config.embeddings != "flash" and not self._input_rows
+        return Held(holds_table, True, [np.zeros(0, np.int64)] * self.n_layers)
 
     def ffn_neurons(self) -> list[np.ndarray] | None:
         tok = self._last_token

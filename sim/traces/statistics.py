@@ -53,6 +53,9 @@ class Density(StrictModel):
 
 class Window(StrictModel):
     k: int = Field(ge=1, description="window length, tokens")
+    masks: Literal["predicted", "true"] = Field(
+        "predicted", description="whose neurons the window holds: a predictor's marks, or the truly active ones"
+    )
     fresh_fraction: float = Field(gt=0, lt=1, description="share of the FFN loaded fresh per token")
     held_fraction: float | None = Field(None, gt=0, lt=1, description="share of the FFN the window holds")
     by_k: dict[int, list[float]] | None = Field(
@@ -127,3 +130,65 @@ def projection_gain_sigma(cfg: ProjectedActivations, stats: ActivationStatistics
     if cfg.gain_sigma is not None:
         return cfg.gain_sigma
     return stats.projection.gain_sigma if stats is not None and stats.projection else DEFAULT_GAIN_SIGMA
+
+
+def fit_statistics(source, name: str, model: str, command: str, k: int = 5) -> ActivationStatistics:
+    """Statistics measured on a real trace (``source``: a :class:`~sim.traces.source.TraceSource`): every layer's
+    density, and for windows of 1..8 tokens the share of the FFN loaded fresh per token and held (of the truly
+    active neurons, context by context: a window never spans two prompts)."""
+    L, F, K = source.n_layers, source.d_ff, max(WINDOW_KS)
+    contexts = source.contexts(0, source.n_tokens)  # [T] context id per token
+    active = np.zeros(L)
+    fresh, held, n_pos = np.zeros(K + 1), np.zeros(K + 1), np.zeros(K + 1)
+    for ctx in np.unique(contexts):
+        idx = np.flatnonzero(contexts == ctx)
+        mask = source.masks(int(idx[0]), int(idx[-1]) + 1)  # [T, L, F] bool
+        active += mask.sum(axis=(0, 2))
+        csum = np.zeros((len(idx) + 1, L, F), np.int32)
+        np.cumsum(mask, axis=0, dtype=np.int32, out=csum[1:])
+        for w in range(1, min(K, len(idx) - 1) + 1):  # window of w tokens ending at t, t = w .. T-1 (each with
+            # a full window and a token before it)
+            union = (csum[w + 1 :] - csum[1:-w]) > 0  # [T-w, L, F] tokens t-w+1 .. t
+            before = (csum[w:-1] - csum[1:-w]) > 0  # tokens t-w+1 .. t-1 (none for w = 1)
+            fresh[w] += (union & ~before).sum() / (L * F)
+            held[w] += union.sum() / (L * F)
+            n_pos[w] += union.shape[0]
+    density = active / (source.n_tokens * F)  # [L]
+    by_k = {
+        w: [round(float(fresh[w] / n_pos[w]), 5), round(float(held[w] / n_pos[w]), 5)] for w in WINDOW_KS if n_pos[w]
+    }
+    if k not in by_k:
+        raise ValueError(f"window k={k} is longer than the trace's contexts")
+    return ActivationStatistics(
+        name=name,
+        model=model,
+        kind="fitted",
+        source=f"{source.describe()}; measured by: {command}",
+        density=Density(points={l + 1: round(float(d), 5) for l, d in enumerate(density)}, n_layers=L),
+        window=Window(k=k, masks="true", fresh_fraction=by_k[k][0], held_fraction=by_k[k][1], by_k=by_k),
+        projection=Projection(gain_sigma=0.0),  # copies of a source neuron in lock-step: a projection at these
+    )  # densities then has exactly the trace's window reuse
+
+
+def write_statistics(out: Path, stats: ActivationStatistics) -> None:
+    """Write ``stats`` to a new file ``out``, whole or not at all (a temporary file linked into place: an existing
+    file is never replaced)."""
+    import os
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(statistics_yaml(stats))
+        os.link(tmp, out)  # fails if out exists
+    finally:
+        os.unlink(tmp)
+
+
+def statistics_yaml(stats: ActivationStatistics) -> str:
+    """The file text of ``stats`` (a header line, then the fields in schema order)."""
+    import yaml
+
+    head = f"# Activation statistics {stats.name}, written by `python -m sim trace statistics`\n"
+    return head + yaml.safe_dump(stats.model_dump(exclude_none=True), sort_keys=False, width=120)

@@ -1,0 +1,172 @@
+"""LLM in a Flash beyond OPT: model features in profiles, activation statistics as a cited input, embeddings kept
+on flash the way the paper budgets them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from sim.cli import main
+from sim.config.experiment import load_experiment
+from sim.config.profiles import load_model
+from sim.engine.simulate import simulate_case
+from sim.errors import ConfigError
+from sim.models.profile import ModelProfile
+from sim.results import about
+from sim.traces.statistics import ActivationStatistics, fit_statistics, load_statistics
+from tests.test_lif import ArraySource, _ctx, _plans, _policy
+
+BASE = dict(name="m", source="test", n_layers=2, d_model=64, d_ff=256, n_heads=4, n_kv_heads=4, head_dim=16,
+            vocab_size=100, ffn_kind="relu")  # fmt: skip
+
+
+# ---- model features -------------------------------------------------------------------------------
+def test_qk_norm_and_attention_biases_are_counted_in_their_ops():
+    plain, featured = ModelProfile(**BASE), ModelProfile(**BASE, qk_norm=True, biases=True)
+    q_dim = 4 * 16
+    assert featured.op_weights("q") - plain.op_weights("q") == q_dim + 2 * 16  # bias + LayerNorm weight and bias
+    assert featured.op_weights("k") - plain.op_weights("k") == q_dim + 2 * 16
+    assert featured.op_weights("v") - plain.op_weights("v") == q_dim
+    assert featured.op_weights("o") - plain.op_weights("o") == 64
+    assert featured.neuron_weights == plain.neuron_weights  # a neuron stays d_model weights per matrix
+
+
+def test_gated_kinds_have_a_gate_and_fatrelu_needs_its_threshold():
+    assert ModelProfile(**{**BASE, "ffn_kind": "squared_relu"}).ffn_ops == ("up", "down")
+    fat = ModelProfile(**{**BASE, "ffn_kind": "fatrelu", "fatrelu_threshold": 0.0})
+    assert fat.ffn_ops == ("gate", "up", "down")
+    with pytest.raises(ValueError, match="fatrelu_threshold"):
+        ModelProfile(**{**BASE, "ffn_kind": "fatrelu"})
+    with pytest.raises(ValueError, match="fatrelu_threshold"):
+        ModelProfile(**BASE, fatrelu_threshold=0.1)
+
+
+def test_table3_models_carry_their_published_architecture():
+    assert load_model("falcon-7b").parallel_attention and load_model("phi-2").parallel_attention
+    persimmon = load_model("persimmon-8b")
+    assert (persimmon.ffn_kind, persimmon.qk_norm, persimmon.rotary_fraction) == ("squared_relu", True, 0.5)
+    assert persimmon.total_weights == pytest.approx(9.4e9, rel=0.01)  # "9.3B parameters incl. embeddings"
+    assert load_model("llama-2-7b-fatrelu").gated and not load_model("llama-2-7b-fatrelu").tied_embeddings
+
+
+def test_profiles_table_lists_the_features(capsys):
+    assert main(["profiles"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("persimmon-8b "))
+    assert "rotary 0.5, q/k norm, biases, untied head" in line
+
+
+# ---- activation statistics ------------------------------------------------------------------------
+def test_the_opt_statistics_file_holds_table6_and_app_c():
+    stats = load_statistics("opt-6.7b-table6", "test")
+    assert stats.density_profile(32).mean() == pytest.approx(0.0330)
+    assert stats.density_profile(32)[[0, 15, 31]] == pytest.approx([0.0156, 0.0266, 0.0536])
+    assert (stats.window.fresh_fraction, stats.predictor.recall, stats.predictor.fp_rate) == (0.024, 0.95, 0.07)
+
+
+def test_an_unknown_statistics_name_is_one_line_naming_the_known_ones():
+    with pytest.raises(ConfigError, match=r"activations.density: no activation statistics .*opt-6.7b-table6"):
+        load_statistics("opt-7b", "exp.yaml")
+
+
+def test_fitted_window_shares_count_fresh_and_held_neurons_exactly():
+    masks = np.zeros((6, 1, 10), bool)  # one context; neuron sets {0,1}, {1,2}, {2,3}, {0,1}, {1,2}, {2,3}
+    for t, pair in enumerate([(0, 1), (1, 2), (2, 3)] * 2):
+        masks[t, 0, list(pair)] = True
+    source = ArraySource(masks)
+    source.n_layers, source.d_ff = 1, 10
+    source.contexts = lambda start, stop: np.zeros(stop - start, np.int64)
+    source.describe = lambda: "hand-made"
+    stats = fit_statistics(source, "hand", "tiny", "test", k=2)
+    assert stats.density.points == {1: 0.2}
+    # k=2 (t=2..5): the windows {t-1, t} hold 3, 4, 3, 3 neurons, of which 1, 2, 1, 1 are new at t
+    assert stats.window.by_k[2] == [5 / 40, 13 / 40]
+    assert stats.window.by_k[1] == [0.2, 0.2]  # a one-token window loads all of its token's neurons
+    # k=4 (t=4, 5): the window holds all 4 neurons; the token's pair was seen within the last three tokens
+    assert stats.window.by_k[4] == [0.0, 0.4]
+
+
+def test_trace_statistics_command_writes_a_file_a_projection_loads_and_never_overwrites(tmp_path, capsys):
+    out = tmp_path / "s.yaml"
+    args = ["trace", "statistics", "traces/smollm2-135m.trace", "--name", "s", "--out", str(out)]
+    assert main(args) == 0
+    stats = load_statistics(str(out), "test")
+    assert stats.kind == "fitted" and stats.model == "smollm2-135m" and "trace statistics" in stats.source
+    assert np.mean(list(stats.density.points.values())) == pytest.approx(0.10, abs=0.01)  # threshold:0.9
+    assert 0 < stats.window.fresh_fraction < stats.window.held_fraction < 1
+    before = out.read_bytes()
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def _experiment(tmp_path, model: str, density: str, policy_extra: str = "") -> list:
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        f"name: e\nhardware: apple-m1-max\nmodel: {model}\ndtype: fp16\ncontext_tokens: 16\ndecode_tokens: 4\n"
+        "dram_budget: 60 GB\nlayout: {name: bundled}\n"
+        f"activations: {{source: projection, path: traces/smollm2-135m.trace, density: {density}, calib_tokens: 64}}\n"
+        f"policy: {{name: llm_in_flash, predictor: statistical, capacity_tokens: 8{policy_extra}}}\n"
+    )
+    return load_experiment(path)
+
+
+def test_statistics_set_the_predictor_where_the_experiment_leaves_it(tmp_path):
+    (opt,) = _experiment(tmp_path, "opt-6.7b", "opt-6.7b-table6")
+    assert (opt.config.policy.recall, opt.config.policy.fp_rate) == (0.95, 0.07) and opt.notes == ()
+    (mine,) = _experiment(tmp_path, "opt-6.7b", "opt-6.7b-table6", ", recall: 0.8")
+    assert (mine.config.policy.recall, mine.config.policy.fp_rate) == (0.8, 0.07)
+    (falcon,) = _experiment(tmp_path, "falcon-7b", "opt-6.7b-table6")
+    (note,) = falcon.notes
+    assert "falcon-7b use opt-6.7b-table6 (with the statistical predictor's recall 0.95, fp_rate 0.07)" in note
+    assert "an assumption" in note
+    (flat,) = _experiment(tmp_path, "falcon-7b", "0.05")
+    assert flat.statistics is None and "are OPT-6.7B's (LLM in a Flash App. C)" in flat.notes[0]
+
+
+def test_about_names_the_statistics_and_the_hardware_caveats(tmp_path):
+    cases = _experiment(tmp_path, "opt-6.7b", "opt-6.7b-table6")
+    result = simulate_case(cases[0], timeline=False)
+    text = about(tmp_path / "e.yaml", cases, [result])
+    assert "Activation statistics: opt-6.7b-table6 (published, opt-6.7b): LLM in a Flash" in text
+    assert "Caveat (apple-m1-max): flash: only the three Table 2 operating points" in text
+    (window,) = [n for n in result.notes if n.startswith("llm_in_flash window")]
+    assert "opt-6.7b-table6 (published) gives 2.40% fresh, 24.0% held at k=5" in window
+
+
+# ---- embeddings on flash --------------------------------------------------------------------------
+UNTIED = ModelProfile(**{**BASE, "n_layers": 3}, tied_embeddings=False)
+
+
+def test_input_flash_holds_the_lm_head_and_reads_one_input_row_per_token():
+    masks = np.zeros((6, 3, 256), bool)
+    masks[:, :, :8] = True
+    held = {}
+    for where in ("dram", "input_flash", "flash"):
+        ctx = _ctx(UNTIED, ArraySource(masks))
+        policy = _policy(ctx, predictor="oracle", window_k=2, capacity_tokens=6, embeddings=where)
+        held[where] = ctx.devices.memories["dram"].tenants().get("embeddings", 0.0)
+        plans = [_plans(policy, t) for t in range(3)]
+        rows = [p[0].on_demand for p in plans]
+        if where == "dram":
+            assert all(r.shape[0] == 0 for r in rows)
+        else:
+            table_end = ctx.layout.op_extents(-1, ("embed",))[0].sum()
+            for r in rows:  # one fp16 row of d_model, inside the input table
+                assert r.shape == (1, 2) and r[0, 1] == 64 * 2 and r[0, 0] + r[0, 1] <= table_end
+    table = 100 * 64 * 2
+    assert held["dram"] == 2 * table and held["input_flash"] == table and held["flash"] == 0.0
+
+
+def test_input_flash_of_a_tied_model_is_dram():
+    tied = ModelProfile(**BASE, tied_embeddings=True)
+    ctx = _ctx(tied, ArraySource(np.ones((4, 2, 256), bool)))
+    policy = _policy(ctx, predictor="oracle", window_k=1, capacity_tokens=4, embeddings="input_flash")
+    assert _plans(policy, 0)[0].on_demand.shape[0] == 0
+    assert ctx.devices.memories["dram"].tenants()["embeddings"] == 100 * 64 * 2
+
+
+def test_statistics_files_in_the_repository_validate():
+    from sim.traces.statistics import STATISTICS_DIR
+
+    for path in STATISTICS_DIR.glob("*.yaml"):
+        ActivationStatistics.model_validate(yaml.safe_load(path.read_text()))
