@@ -99,11 +99,11 @@ def test_trace_statistics_command_writes_a_file_a_projection_loads_and_never_ove
     assert "exists" in capsys.readouterr().err and out.read_bytes() == before
 
 
-def _experiment(tmp_path, model: str, density: str, policy_extra: str = "") -> list:
+def _experiment(tmp_path, model: str, density: str, policy_extra: str = "", layout_extra: str = "") -> list:
     path = tmp_path / "e.yaml"
     path.write_text(
         f"name: e\nhardware: apple-m1-max\nmodel: {model}\ndtype: fp16\ncontext_tokens: 16\ndecode_tokens: 4\n"
-        "dram_budget: 60 GB\nlayout: {name: bundled}\n"
+        f"dram_budget: 60 GB\nlayout: {{name: bundled{layout_extra}}}\n"
         f"activations: {{source: projection, path: traces/smollm2-135m.trace, density: {density}, calib_tokens: 64}}\n"
         f"policy: {{name: llm_in_flash, predictor: statistical, capacity_tokens: 8{policy_extra}}}\n"
     )
@@ -170,3 +170,25 @@ def test_statistics_files_in_the_repository_validate():
 
     for path in STATISTICS_DIR.glob("*.yaml"):
         ActivationStatistics.model_validate(yaml.safe_load(path.read_text()))
+
+
+# ---- bundle dtype apart from the compute dtype ----------------------------------------------------
+def test_layout_dtype_sizes_the_bundles_read_while_dram_and_compute_keep_the_experiments_dtype(tmp_path):
+    (fp16,) = _experiment(tmp_path, "opt-6.7b", "opt-6.7b-table6")
+    (fp32,) = _experiment(tmp_path, "opt-6.7b", "opt-6.7b-table6", layout_extra=", dtype: fp32")
+    a, b = (simulate_case(c, timeline=False) for c in (fp16, fp32))
+    decode = lambda r: r.tokens[r.tokens.phase == "decode"]  # noqa: E731
+    ratio = decode(b)["flash_bytes"].sum() / decode(a)["flash_bytes"].sum()
+    assert ratio == pytest.approx(2.0, rel=1e-9)  # the same neurons, 32 KiB bundles instead of 16 KiB
+    assert a.summary["dram_GB"] == pytest.approx(b.summary["dram_GB"])  # the window's rows are fp16 in DRAM either way
+    assert a.summary["compute_ms"] == b.summary["compute_ms"]
+
+
+def test_layout_dtype_is_refused_where_a_policy_keeps_its_own_layout(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        "name: e\nhardware: pixel-6\nmodel: llama-2-7b\ndtype: q4_0\nlayout: {name: bundled, dtype: fp16}\n"
+        "policy: {name: activeflow}\n"
+    )
+    with pytest.raises(ConfigError, match="layout.dtype: policy activeflow stores weights at the experiment's dtype"):
+        load_experiment(path)

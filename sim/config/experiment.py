@@ -58,6 +58,9 @@ PUBLISHED_METRICS = (
 MEMORY_METRIC = re.compile(r"^(?P<memory>[A-Za-z0-9_]+?)(_used)?_GB$")
 
 
+LAYOUT_POLICIES = ("all_dram", "naive", "hybrid", "llm_in_flash")  # policies that read through the engine's layout
+
+
 class LayoutConfig(StrictModel):
     """Where every weight lives on flash (sim/layout): layer_major (each op's matrix in turn; a neuron's up and down
     rows apart), bundled (LLM in a Flash's row-column bundles: a neuron's rows side by side), coactivation (each
@@ -66,6 +69,12 @@ class LayoutConfig(StrictModel):
     name: Literal["layer_major", "bundled", "coactivation"] = "layer_major"
     coactivation_tokens: int = Field(
         512, ge=2, description="coactivation: source tokens whose co-activations pick friends"
+    )
+    dtype: Dtype | None = Field(
+        None,
+        description="the dtype weights are stored in on flash, so the size of every row, bundle and read (LLM in a "
+        "Flash quotes fp32 bundles); default: the experiment's dtype. DRAM and compute use the experiment's dtype: "
+        "rows are converted as they land (conversion not charged). naive, hybrid and llm_in_flash only",
     )
 
 
@@ -306,6 +315,12 @@ def _resolve_case(path: Path, base: dict[str, Any], case: CaseConfig, overrides:
 def _check_references(
     source: str, config: ExperimentConfig, hardware: HardwareProfile, published: dict[str, float]
 ) -> None:
+    stored = config.layout.dtype
+    if stored not in (None, config.dtype) and config.policy.name not in LAYOUT_POLICIES:
+        reason = f"policy {config.policy.name} stores weights at the experiment's dtype (layout.dtype is for " + (
+            ", ".join(LAYOUT_POLICIES) + ")"
+        )
+        raise ConfigError(source, "layout.dtype", reason, stored)
     if config.processor not in hardware.processors:
         known = ", ".join(hardware.processors)
         raise ConfigError(source, "processor", f"not in hardware {hardware.name!r} (has {known})", config.processor)

@@ -193,9 +193,9 @@ def _activations(case: Case, rng: np.random.Generator, cache: dict | None):
 def _layout(case: Case, activations) -> BaseLayout:
     """The experiment's flash layout; co-activation friends come from the run's activations."""
     cfg = case.config
-    name = cfg.layout.name
+    name, dtype = cfg.layout.name, cfg.layout.dtype or cfg.dtype
     if name != "coactivation":
-        return build_layout(name, case.model, cfg.dtype)
+        return build_layout(name, case.model, dtype)
     if activations is None:
         raise ConfigError(case.path or "experiment", "layout.name", "needs activations to pick friends from", name)
     n_masks = min(cfg.layout.coactivation_tokens, activations.n_tokens)
@@ -203,9 +203,9 @@ def _layout(case: Case, activations) -> BaseLayout:
     packed = np.packbits(masks, axis=-1)  # the friends' key: the masks' content, 8x smaller to hash
     shape = np.array(masks.shape)  # with the packed bits: the masks' exact content
     friends = points.derived(
-        "friends", [shape, packed], lambda: build_layout(name, case.model, cfg.dtype, masks=masks).friends
+        "friends", [shape, packed], lambda: build_layout(name, case.model, dtype, masks=masks).friends
     )
-    return build_layout(name, case.model, cfg.dtype, friends=friends)
+    return build_layout(name, case.model, dtype, friends=friends)
 
 
 def _check_flash_holds(case: Case, model_bytes: float) -> None:
