@@ -192,3 +192,29 @@ def test_layout_dtype_is_refused_where_a_policy_keeps_its_own_layout(tmp_path):
     )
     with pytest.raises(ConfigError, match="layout.dtype: policy activeflow stores weights at the experiment's dtype"):
         load_experiment(path)
+
+
+# ---- parallel attention ---------------------------------------------------------------------------
+def _falcon_case(tmp_path, parallel: bool, overlap: bool, policy: str):
+    model = yaml.safe_load((load_model("falcon-7b").model_dump_json()))
+    model["parallel_attention"] = parallel
+    (tmp_path / "falcon.yaml").write_text(yaml.safe_dump(model))
+    knobs = "predictor: statistical, capacity_tokens: 8" if policy == "llm_in_flash" else "fill_budget: true"
+    path = tmp_path / f"e-{parallel}-{overlap}-{policy}.yaml"
+    path.write_text(
+        "name: e\nhardware: apple-m1-max\nmodel: falcon.yaml\ndtype: fp16\ncontext_tokens: 16\ndecode_tokens: 4\n"
+        "dram_budget: 10 GB\nlayout: {name: bundled}\n"
+        "activations: {source: projection, path: traces/smollm2-135m.trace, calib_tokens: 64}\n"
+        f"policy: {{name: {policy}, overlap: {str(overlap).lower()}, {knobs}}}\n"
+    )
+    (case,) = load_experiment(path)
+    return simulate_case(case, timeline=False).summary
+
+
+@pytest.mark.parametrize("policy", ["llm_in_flash", "hybrid"])
+def test_parallel_attention_overlaps_a_layers_reads_only_when_the_policy_overlaps(tmp_path, policy):
+    serial = [_falcon_case(tmp_path, parallel, False, policy)["total_ms"] for parallel in (False, True)]
+    assert serial[0] == pytest.approx(serial[1])  # the paper's accounting: I/O and compute summed
+    sequential, parallel = (_falcon_case(tmp_path, p, True, policy) for p in (False, True))
+    assert parallel["total_ms"] < sequential["total_ms"]
+    assert parallel["io_ms"] == pytest.approx(sequential["io_ms"], rel=0.05)  # the same bytes read

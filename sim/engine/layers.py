@@ -8,7 +8,9 @@ A policy that thinks in layers (LLM in a Flash, the dense baselines) returns one
   the read overlaps the previous layer's compute; ``issue_at = l``: no overlap; ``issue_at < 0``: at the start of
   the step). A layer whose weights arrive with another layer's read names it in ``ready_with``.
 - **the compute chain**, per layer: wait for its preload, read ``on_demand`` extents, run ``transfers`` over links,
-  copy ``memmgmt_bytes`` within the window's memory, run ``ops`` on the plan's processor.
+  copy ``memmgmt_bytes`` within the window's memory, run ``ops`` on the plan's processor. ``concurrent`` ops need
+  none of that: they start when the chain reaches the layer and ``ops`` wait for them too (a parallel-attention
+  model's attention runs while its FFN rows are read).
 - A read lands in the memory flash reads into; if the processor computes out of another memory (a GPU's VRAM) the
   same bytes cross the link between them alongside the read (a transfer job issued with it, charged as I/O).
 
@@ -49,6 +51,7 @@ class LayerPlan:
     coalesce: bool = True  # the reader merges adjacent extents into one request (False: one request each)
     ops: tuple[Op, ...] = ()
     processor: str = "cpu"
+    concurrent: tuple[Op, ...] = ()  # run from the chain's arrival at the layer, beside its loads; ops wait for them
 
 
 Shape = tuple  # what decides a plan's jobs and their dependencies (see _shape)
@@ -89,6 +92,8 @@ class Pipeline:
             return x.src, x.dst, float(x.nbytes)
         if role == "copy":
             return p.window, float(plan.memmgmt_bytes)
+        if role == "concurrent":
+            return plan.processor, plan.concurrent
         return plan.processor, plan.ops
 
 
@@ -104,6 +109,7 @@ def _shape(plan: LayerPlan) -> Shape:
         len(plan.ops) > 0,
         plan.processor,
         plan.coalesce,
+        len(plan.concurrent) > 0,
     )
 
 
@@ -138,6 +144,10 @@ def _structure(plans: Sequence[LayerPlan], placement: Placement) -> tuple[Graph,
         if plan.preload.shape[0] and plan.layer not in loaded:
             raise ValueError(f"layer {plan.layer}: preload issue_at={plan.issue_at} is after the layer itself")
         wait = plan.layer if plan.preload.shape[0] else plan.ready_with
+        beside = []  # ops that run while the layer's weights arrive
+        if plan.concurrent:
+            beside = [g.run(plan.processor, plan.concurrent, frontier, f"L{plan.layer} beside")]
+            sources.append((i, "concurrent", 0))
         after = frontier + loaded[wait] if wait is not None else frontier
         if plan.on_demand.shape[0]:
             after = read(i, plan, plan.on_demand, after, "on-demand")
@@ -147,6 +157,7 @@ def _structure(plans: Sequence[LayerPlan], placement: Placement) -> tuple[Graph,
         if plan.memmgmt_bytes > 0:
             after = [g.copy(placement.window, plan.memmgmt_bytes, after, f"L{plan.layer} memmgmt")]
             sources.append((i, "copy", 0))
+        after = after + beside
         if plan.ops:
             after = [g.run(plan.processor, plan.ops, after, f"L{plan.layer}")]
             sources.append((i, "run", 0))

@@ -11,7 +11,8 @@
 Resident weights live in the placement's ``weights`` memory; if the processor computes out of another memory
 they cross the link every step, layer by layer (an offloading setup), as does the KV cache when it lives away from
 the processor. A step reads and transfers each weight once whatever its batch; ``overlap`` lets the read of layer
-l+1 run while layer l computes. Streaming buffers are not charged to memory (as in the paper's DRAM column).
+l+1 run while layer l computes (and hybrid's resident attention of a parallel-attention model run while its layer's
+FFN rows are read). Streaming buffers are not charged to memory (as in the paper's DRAM column).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class _Dense:
     _holds_embeddings = True  # the embedding table resident (all but naive, and hybrid with embeddings: flash)
     _held_neurons = np.zeros(0, np.int64)  # FFN neurons resident in every layer
     _input_rows = False  # the input embedding rows are read from flash before layer 0
+    _attention_beside = False  # attention computed while the layer's reads run (parallel attention, overlap)
 
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -138,10 +140,16 @@ class _Dense:
     def plan(self, step: Step) -> Graph:
         ctx, plans = self.ctx, self.plans
         mid, last = self.ops.dense_layer(step, last=False), self.ops.dense_layer(step, last=True)
+        beside: tuple = ()
+        if self._attention_beside:  # resident attention runs while the layer's streamed FFN rows arrive
+            m = ctx.model
+            beside = self.ops.attention(step)
+            mid = self.ops.ffn(m.d_ff * m.experts_top_k, step.n_tokens)
+            last = mid + self.ops.lm_head(step)
         if self._input_rows:
             plans[0].on_demand = input_row_extents(ctx, step)
         for plan in plans:  # only the ops (attention's KV length) and transfers change from step to step
-            plan.ops = mid
+            plan.ops, plan.concurrent = mid, beside
             plan.transfers = placement_transfers(ctx, step, plan.layer, self.resident_bytes[plan.layer])
         plans[-1].ops = last
         return self.pipeline.graph(plans)
@@ -213,6 +221,7 @@ class Hybrid(_Dense):
             self._hold_embeddings(where)
         self._input_rows = reads_input_rows(model, where)
         self._holds_embeddings = not self._input_rows
+        self._attention_beside = self.overlap and model.parallel_attention
         self._hold("attention", model.attention_bytes_per_layer(dtype))
         n_neurons = model.n_experts * model.d_ff
         n_resident = self._resident_neurons(ctx, n_neurons) if self.config.fill_budget else 0

@@ -21,7 +21,8 @@ decode step too), attention and the predictor in the placement's
 window over the first ``capacity_tokens`` decode steps (the mask stream keeps those steps' predictions, so the run
 replays them instead of predicting twice); each token the matrices report the rows they hold (``Memory.occupy``:
 the summary's <memory>_used_GB vs <memory>_GB). ``overlap``: layer l+1's reads are issued when layer l's compute
-starts (the paper's Table 3 sums I/O and compute, i.e. no overlap, the default).
+starts, and a parallel-attention model (Falcon, Phi-2) computes a layer's attention while its FFN rows are read (the
+paper's Table 3 sums I/O and compute, i.e. no overlap, the default).
 
 One request at a time (``batch: 1``, the paper's setting): decode step t of the request is source token t. A
 prefill step reads every FFN neuron of each layer (a prompt's tokens together activate nearly all of them) and
@@ -336,6 +337,9 @@ class LlmInFlash:
         ctx, cfg = self.ctx, self.config
         ffn = self.ops.ffn(n_ffn, 1, gathered=cfg.ffn_compute == "active")
         after = self.ops.lm_head(step) if layer == self.n_layers - 1 else ()
+        beside: tuple[Op, ...] = ()
+        if cfg.overlap and ctx.model.parallel_attention:  # attention needs none of the FFN rows being read
+            attention, beside = (), attention
         return LayerPlan(
             layer=layer,
             issue_at=layer - 1 if cfg.overlap else layer,
@@ -345,6 +349,7 @@ class LlmInFlash:
             coalesce=cfg.coalesce_reads,
             ops=attention + self._static_ops[layer] + ffn + after,
             processor=ctx.processor,
+            concurrent=beside,
         )
 
     def _record(self, tok: TokenMasks, n_read: int, n_loaded: int, mem, copied) -> None:
