@@ -196,7 +196,7 @@ def test_layout_dtype_is_refused_where_a_policy_keeps_its_own_layout(tmp_path):
 
 # ---- parallel attention ---------------------------------------------------------------------------
 def _falcon_case(tmp_path, parallel: bool, overlap: bool, policy: str):
-    model = yaml.safe_load((load_model("falcon-7b").model_dump_json()))
+    model = yaml.safe_load(load_model("falcon-7b").model_dump_json())
     model["parallel_attention"] = parallel
     (tmp_path / "falcon.yaml").write_text(yaml.safe_dump(model))
     knobs = "predictor: statistical, capacity_tokens: 8" if policy == "llm_in_flash" else "fill_budget: true"
