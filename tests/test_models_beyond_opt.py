@@ -4,6 +4,7 @@ on flash the way the paper budgets them."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -218,3 +219,21 @@ def test_parallel_attention_overlaps_a_layers_reads_only_when_the_policy_overlap
     sequential, parallel = (_falcon_case(tmp_path, p, True, policy) for p in (False, True))
     assert parallel["total_ms"] < sequential["total_ms"]
     assert parallel["io_ms"] == pytest.approx(sequential["io_ms"], rel=0.05)  # the same bytes read
+
+
+# ---- the per-model experiment ---------------------------------------------------------------------
+def test_lif_models_runs_every_table3_model_at_its_paper_budget(tmp_path):
+    assert main(["run", "experiments/lif_models.yaml", "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "table3_models.csv")
+    assert (table["status"] == "ok").all() and len(table) == 18
+    assert (tmp_path / "out" / "table3_models.png").is_file()
+    for model, rows in table.groupby("model"):
+        by = dict(zip(rows["method"] + "," + rows["statistics"].fillna(""), rows["total_ms"], strict=True))
+        alls = [v for k, v in by.items() if k.startswith("all,")]
+        assert max(alls) < by.get("hybrid,", by["naive,"]) <= by["naive,"], model
+        budgeted = rows[rows["method"] != "naive"]
+        assert (budgeted["dram_GB"] <= budgeted["dram_budget_GB"] + 1e-9).all(), model
+    phi = table[(table["model"] == "phi-2") & (table["method"] != "naive")]
+    assert phi["dram_budget_GB"].iloc[0] == pytest.approx(
+        0.65 * load_model("phi-2").total_bytes("fp16") / 1e9, rel=1e-3
+    )

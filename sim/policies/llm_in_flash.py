@@ -391,6 +391,7 @@ class LlmInFlash:
             f"llm_in_flash window (k={self.config.window_k}): per token {share('predicted'):.1%} of the FFN "
             f"predicted, {share('loaded'):.2%} loaded fresh, {share('resident'):.1%} held; {stats.name} "
             f"({stats.kind}) gives {w.fresh_fraction:.2%} fresh{held} at k={w.k}"
+            + (" of the truly active neurons (no predictor's false positives)" if w.masks == "true" else "")
         ]
 
     def _shortened_note(self) -> list[str]:
