@@ -176,9 +176,26 @@ def run_experiment(
             for note in r.notes:
                 print(f"note: case {r.name}: {note}", file=sys.stderr)
         write_results(tmp, path, cases, results)
-        for script in plot_scripts(path, cases) if plots else []:
-            run_plot(script, tmp)
+        failed_plots = _run_plots(plot_scripts(path, cases) if plots else [], tmp)
+    _raise_plot_errors(failed_plots, out)
     return out
+
+
+def _run_plots(scripts: Sequence[Path], folder: Path) -> list[str]:
+    """Run each plot script on ``folder``; a failing one does not discard the results: its one-line error is kept
+    (and said after the folder is in place, :func:`_raise_plot_errors`)."""
+    errors = []
+    for script in scripts:
+        try:
+            run_plot(script, folder)
+        except PlotError as err:
+            errors.append(str(err))
+    return errors
+
+
+def _raise_plot_errors(errors: list[str], out: Path) -> None:
+    if errors:
+        raise PlotError(f"results are in {out}, but {'; '.join(errors)}")
 
 
 def _no_overrides(kind: str, overrides: dict[str, Any] | None) -> None:
@@ -190,8 +207,8 @@ def _run_other(spec: OtherKind, kind: str, path: Path, out: Path, overrides, plo
     _no_overrides(kind, overrides)
     with ResultsFolder(out) as tmp:
         spec.run(path, tmp, progress=progress)
-        if plots:
-            run_plot(PLOTS_DIR / spec.plot, tmp)
+        failed_plots = _run_plots([PLOTS_DIR / spec.plot] if plots else [], tmp)
+    _raise_plot_errors(failed_plots, out)
     return out
 
 

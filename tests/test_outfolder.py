@@ -146,3 +146,17 @@ def test_a_refused_out_costs_no_simulation(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="did not write"):
         run_experiment(_experiment(tmp_path), tmp_path, progress=False, plots=False)
     assert (tmp_path / "keep.txt").read_text() == "x"
+
+
+def test_a_failing_plot_keeps_the_results_and_says_where_they_are(tmp_path, capsys):
+    exp = tmp_path / "e.yaml"
+    (tmp_path / "broken.py").write_text("raise SystemExit('no such column: x')\n")
+    exp.write_text(
+        "name: e\nhardware: apple-m1-max\nmodel: smollm2-135m\ndecode_tokens: 2\ncontext_tokens: 4\n"
+        "policy: {name: naive}\nplots: [broken.py]\n"
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(exp), "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"results are in {out}" in err and "plot script broken.py failed: no such column: x" in err
+    assert (out / "summary.csv").is_file() and (out / "tokens.parquet").is_file()

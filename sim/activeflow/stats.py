@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.cache import LFUCache, LRUCache, RowCache
+from sim.lif.bits import pack_rows, row_counts
 from sim.traces.format import TraceReader
 
 
@@ -74,22 +76,9 @@ def _lfu(stream: np.ndarray, capacity: int) -> float:
 
 
 def lfu_hits(stream: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    """([T] channels found in the LFU cache, [T] channels needed) per token of ``stream`` [T, L, d]."""
-    T, L, d = stream.shape
-    counts = np.zeros((L, d))
-    cached = np.zeros((L, d), bool)
-    hits, needed = np.zeros(T, np.int64), np.zeros(T, np.int64)
-    for t in range(T):
-        need = stream[t]
-        hits[t] = int((need & cached).sum())
-        needed[t] = int(need.sum())
-        counts += need
-        for l in range(L):  # admit the hottest channels: the cache holds the top-``capacity`` counts seen so far
-            if capacity:
-                top = np.argpartition(-counts[l], capacity - 1)[:capacity]
-                cached[l] = False
-                cached[l, top] = counts[l, top] > 0
-    return hits, needed
+    """([T] channels found in the LFU cache, [T] channels needed) per token of ``stream`` [T, L, d]: the
+    :class:`sim.cache.LFUCache` an llm_in_flash run can use as its window (``cache: lfu``)."""
+    return _hits(LFUCache(stream.shape[1], stream.shape[2], capacity), stream)
 
 
 def _lru(stream: np.ndarray, capacity: int) -> float:
@@ -98,20 +87,16 @@ def _lru(stream: np.ndarray, capacity: int) -> float:
 
 
 def lru_hits(stream: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`lfu_hits` for an LRU cache."""
-    T, L, d = stream.shape
-    last = np.full((L, d), -1)
-    hits, needed = np.zeros(T, np.int64), np.zeros(T, np.int64)
-    for t in range(T):
-        need = stream[t]
-        if capacity:
-            rank = np.argsort(-last, axis=1)[:, :capacity]  # the most recently used channels
-            cached = np.zeros((L, d), bool)
-            np.put_along_axis(cached, rank, True, axis=1)
-            cached &= last >= 0
-            hits[t] = int((need & cached).sum())
+    """As :func:`lfu_hits` for :class:`sim.cache.LRUCache`."""
+    return _hits(LRUCache(stream.shape[1], stream.shape[2], capacity), stream)
+
+
+def _hits(cache: RowCache, stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hits, needed = np.zeros(len(stream), np.int64), np.zeros(len(stream), np.int64)
+    for t, need in enumerate(stream):  # [L, d] per token
+        step = cache.step_bits(pack_rows(need))
         needed[t] = int(need.sum())
-        last[need] = t
+        hits[t] = needed[t] - int(row_counts(step.read_bits).sum())
     return hits, needed
 
 

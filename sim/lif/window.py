@@ -11,58 +11,31 @@ per word) and their union. A step with predicted set P (and extra neurons X)::
 
 ``extra`` are neurons that arrive without being predicted (a co-activation bundle's friends); they are kept like
 predicted ones. A neuron is resident after step t iff it was stored at one of steps t-k+1 .. t. One step is
-``k + 4`` passes over ``L * n / 64`` words; the sets come back packed (:class:`WindowStep`), with
+``k + 4`` passes over ``L * n / 64`` words; the sets come back packed (:class:`sim.cache.CacheStep`: the window
+is one of the row caches of :mod:`sim.cache`), with
 ``load_flat()`` / ``evict_flat()`` giving sorted flat indices ``l * n + i`` and ``load`` / ``evict`` /
 ``resident`` bool masks [L, n] on demand.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from sim.cache import CacheStep
 from sim.lif import bits
-from sim.lif.bits import flat_indices, n_words, pack_rows, unpack_rows
+from sim.lif.bits import n_words, pack_rows, unpack_rows
 
 MAX_K = np.iinfo(np.uint16).max
 
 
-@dataclass(frozen=True, slots=True)
-class WindowStep:
-    load_bits: np.ndarray  # [L, nw] uint64: newly resident (to read from flash)
-    evict_bits: np.ndarray  # [L, nw] uint64: leave DRAM this step
-    resident_bits: np.ndarray  # [L, nw] uint64: resident after the step
-    n: int  # neurons per layer
-
-    @property
-    def load(self) -> np.ndarray:
-        return unpack_rows(self.load_bits, self.n)  # [L, n] bool
-
-    @property
-    def evict(self) -> np.ndarray:
-        return unpack_rows(self.evict_bits, self.n)  # [L, n] bool
-
-    @property
-    def resident(self) -> np.ndarray:
-        return unpack_rows(self.resident_bits, self.n)  # [L, n] bool
-
-    def load_flat(self) -> np.ndarray:
-        """[N] int64 sorted flat indices ``l * n + i`` of the loaded neurons."""
-        return flat_indices(self.load_bits, self.n)
-
-    def evict_flat(self) -> np.ndarray:
-        return flat_indices(self.evict_bits, self.n)
-
-    def resident_counts(self) -> np.ndarray:
-        """[L] int64 neurons resident after the step."""
-        return bits.row_counts(self.resident_bits)
+WindowStep = CacheStep  # a window's step: every read row is stored (read = load)
 
 
 class SlidingWindow:
-    """``capacity`` [L] (optional) bounds the neurons a layer may hold: when a step's union exceeds it, that layer
-    forgets its oldest stored sets (the window shortens for that layer) until the union fits; the current token's
-    set always stays (a set larger than the capacity is an error)."""
+    """The :class:`sim.cache.RowCache` of LLM in a Flash. ``capacity`` [L] (optional) bounds the neurons a layer
+    may hold: when a step's union exceeds it, that layer forgets its oldest stored sets (the window shortens for
+    that layer) until the union fits; the current token's set always stays (a set larger than the capacity is an
+    error)."""
 
     def __init__(self, n_layers: int, n_neurons: int, k: int, capacity: np.ndarray | None = None):
         if not 1 <= k <= MAX_K:

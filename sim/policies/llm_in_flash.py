@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from sim.cache import LFUCache, LRUCache, RowCache
 from sim.config.base import StrictModel
 from sim.devices.processor import Op
 from sim.engine.graph import Graph
@@ -86,6 +87,13 @@ class LlmInFlashConfig(StrictModel):
         le=65535,
         description="tokens the neuron window spans; 0 = no reuse: every token reads all its "
         "predicted neurons into a scratch buffer and keeps none (Table 2 '+predictor' row)",
+    )
+    cache: Literal["window", "lfu", "lru"] = Field(
+        "window",
+        description="which row cache keeps neurons in DRAM (sim.cache): window = the last window_k tokens' neurons "
+        "(the paper); lfu = ActiveFlow's contextual cache, the most used neurons so far; lru = the most recently "
+        "used. lfu and lru get as many rows as the window would (window_rows) and read the neurons they do not "
+        "admit for the token only",
     )
     memory_management: bool = True
     coalesce_reads: bool = Field(
@@ -138,7 +146,7 @@ class LlmInFlash:
         if self.reuse:
             rows = self._rows(ctx, *self._dry_run())
             self.matrix = NeuronMatrix(self.n, rows, self.neuron_bytes)
-            self.window = SlidingWindow(self.n_layers, self.n, cfg.window_k, rows)  # forgets what outgrows them
+            self.window = self._cache(rows)
             ctx.devices.memories[ctx.placement.window].allocate("ffn_window", self.matrix.allocated_bytes)
         self._static_ops = self._layer_static_ops(ctx)
 
@@ -188,6 +196,15 @@ class LlmInFlash:
         path = path if path.is_absolute() or path.is_file() else REPO_ROOT / path
         model = ctx.model
         return load(path, model.n_layers, model.d_model, self.n, self.config.recall)[0]
+
+    def _cache(self, rows: np.ndarray) -> RowCache:
+        """The run's row cache with ``rows`` [L] rows per layer (the window forgets what outgrows them)."""
+        cfg = self.config
+        if cfg.cache == "window":
+            return SlidingWindow(self.n_layers, self.n, cfg.window_k, rows)
+        if isinstance(self.layout, CoactivationLayout):
+            raise ConfigError("experiment", "policy.cache", "a co-activation layout needs the window", cfg.cache)
+        return (LFUCache if cfg.cache == "lfu" else LRUCache)(self.n_layers, self.n, rows)
 
     def _dry_run(self) -> tuple[np.ndarray, np.ndarray]:
         """([L] peak resident neurons, [L] largest one-token set) over the first capacity_tokens steps (same
@@ -302,9 +319,10 @@ class LlmInFlash:
                 needed = bits.flat_indices(self.window.missing_bits(tok.pred_bits), self.n)  # bundles bring friends
                 step = self.window.step_bits(tok.pred_bits, self._friends_of(self.window, tok.pred_bits, needed))
                 load = step.load_flat()
-            else:  # what is read is exactly what the window loads
+            else:  # what is read: the window stores all of it, a counter cache what it admits
                 step = self.window.step_bits(tok.pred_bits)
-                needed = load = step.load_flat()  # [N] one extraction, shared by the matrix and the plans
+                load = step.load_flat()  # [N] one extraction, shared by the matrix and the plans
+                needed = load if step.read_bits is None else step.read_flat()
             mem = self.matrix.step_flat(load, step.evict_flat())
         except ValueError as err:
             budget = self.config.window_rows == "budget"
@@ -316,6 +334,8 @@ class LlmInFlash:
         if self.config.memmgmt_appends:
             copied = copied + mem.appended_bytes
         n_ffn = tok.n_pred if self.config.ffn_compute == "active" else mem.n_rows  # [L]
+        if self.config.ffn_compute == "resident" and len(needed) != len(load):  # read, not admitted: computed too
+            n_ffn = n_ffn + np.bincount(np.setdiff1d(needed, load) // self.n, minlength=self.n_layers)
         self._record(tok, len(needed), len(load), mem, copied)
         return needed, copied, n_ffn
 

@@ -96,6 +96,9 @@ def _check(case: Case, hardware: bool = True) -> tuple[list[int], np.ndarray]:
                           case.hardware.name)  # fmt: skip
     if getattr(cfg.policy, "memory_management", True) is False:
         raise ConfigError(where, "policy.memory_management", "a real run manages its window's memory", False)
+    if getattr(cfg.policy, "cache", "window") != "window":
+        raise ConfigError(where, "policy.cache", "a real run moves its window's rows; lfu and lru are simulated only",
+                          cfg.policy.cache)  # fmt: skip
     if cfg.layout.dtype not in (None, cfg.dtype):
         reason = "a real run reads its image at the experiment's dtype"
         raise ConfigError(where, "layout.dtype", reason, cfg.layout.dtype)
