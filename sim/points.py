@@ -107,6 +107,30 @@ def derived(kind: str, inputs: list[np.ndarray], compute: Callable[[], np.ndarra
     return value
 
 
+def derived_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Named arrays a run derives from inputs that ``key`` identifies (a source's fingerprint and the knobs that
+    shape the result), stored once under the sha256 of the key and the simulator's code, written atomically."""
+    digest = hashlib.sha256(f"{kind}\0{code_hash()}\0{key}".encode()).hexdigest()
+    path = points_dir() / "derived" / f"{kind}-{digest}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, KeyError, EOFError):  # unreadable: compute it again
+            pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **value)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return value
+
+
 def load(key: str):
     path = points_dir() / f"{key}.pkl"
     if not path.is_file():

@@ -90,3 +90,34 @@ def test_derived_arrays_are_computed_once_per_content():
     again = points.derived("t", [a], compute)
     other = points.derived("t", [~a], compute)
     assert (first == again).all() and (other == np.arange(5)).all() and len(calls) == 2
+
+
+def test_a_runs_predicted_masks_are_stored_once_and_replayed_identically(tmp_path, monkeypatch):
+    from sim.config.experiment import load_experiment
+    from sim.engine.simulate import simulate_case
+    from sim.policies.llm_in_flash import LlmInFlash
+
+    monkeypatch.setenv("SIM_POINTS_DIR", str(tmp_path / "points"))
+    overrides = {"decode_tokens": 24, "policy.capacity_tokens": 24, "dram_budget": "10 GB"}
+    (case,) = [c for c in load_experiment("experiments/lif_table3.yaml", overrides) if c.name == "all-cpu"]
+    first = simulate_case(case, timeline=False)
+    stored = list((tmp_path / "points" / "derived").glob("masks-*.npz"))
+    assert len(stored) == 1
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("the masks were computed again")
+
+    monkeypatch.setattr(LlmInFlash, "_computed_stream", no_compute)
+    second = simulate_case(case, timeline=False)
+    columns = ["total_ms", "io_ms", "memmgmt_ms", "compute_ms", "flash_GB_per_token"]
+    assert [second.summary[c] for c in columns] == [first.summary[c] for c in columns]
+    decode = lambda r: r.tokens[r.tokens.phase == "decode"].reset_index(drop=True)  # noqa: E731
+    assert decode(second)[["neurons_predicted", "neurons_read", "flash_bytes"]].equals(
+        decode(first)[["neurons_predicted", "neurons_read", "flash_bytes"]]
+    )
+    monkeypatch.undo()
+    monkeypatch.setenv("SIM_POINTS_DIR", str(tmp_path / "points"))
+    (reseeded,) = [c for c in load_experiment("experiments/lif_table3.yaml", overrides | {"seed": 7})
+                   if c.name == "all-cpu"]  # fmt: skip
+    simulate_case(reseeded, timeline=False)  # other draws: stored apart, not confused with the first
+    assert len(list((tmp_path / "points" / "derived").glob("masks-*.npz"))) == 2

@@ -158,22 +158,30 @@ def test_flash_curve_reproduces_its_own_measurements(direct_dir):
         assert n * chunk / priced.transfer_s == pytest.approx(throughput, rel=0.01)  # 3 significant digits
 
 
-def test_kernel_fit_recovers_a_roofline():
+@pytest.mark.parametrize("row_s", [0.0, 2e-7])
+def test_kernel_fit_recovers_a_roofline(row_s):
     from sim.real.calibrate import fit_kernels
 
     bw, over = 20e9, 30e-6
     rows = []
-    for d, f in ((256, 768), (576, 1536), (1024, 2816)):
+    for d, f in ((256, 768), (576, 1536), (1024, 2816), (2048, 5632)):
         attn, ffn = 4 * 4 * d * d, 4 * 3 * d * f
+        gathered_rows = ffn // 10 // (4 * d)
         rows.append({"d_model": d, "d_ff": f, "dtype": "fp32", "gathered": False, "threads": 2,
                      "seconds": 4 * over + (attn + ffn) / bw, "attention_bytes": attn, "ffn_bytes": ffn,
                      "weights": (attn + ffn) / 4})  # fmt: skip
-        rows.append({**rows[-1], "gathered": True, "ffn_bytes": ffn // 10,
-                     "seconds": 4 * over + attn / bw + ffn / 10 / (0.25 * bw)})  # fmt: skip
+        gather_s = gathered_rows * 4 * d / (0.25 * bw) + gathered_rows * row_s
+        rows.append({**rows[-1], "gathered": True, "ffn_bytes": gathered_rows * 4 * d,
+                     "seconds": 4 * over + attn / bw + gather_s})  # fmt: skip
         rows.append({**rows[-2], "dtype": "fp16", "attention_bytes": attn // 2, "ffn_bytes": ffn // 2})
     fit = fit_kernels(pd.DataFrame(rows).assign(round=0), 2)
     assert fit.mem_bandwidth == pytest.approx(bw, rel=1e-6) and fit.overhead_s == pytest.approx(over, rel=1e-6)
-    assert fit.gather_efficiency == pytest.approx(0.25, rel=1e-6) and fit.residual_pct < 1e-6
+    assert fit.gather_row_s == pytest.approx(row_s, abs=1e-12)  # the per-row term is found when it is there
+    if row_s == 0:  # and one gather factor then fits every shape
+        assert fit.gather_efficiency == pytest.approx(0.25, rel=1e-6) and fit.residual_pct < 1e-6
+        assert fit.gather_residual_pct < 1e-6
+    else:  # per-row costs weigh more on narrow rows: one bytes-proportional factor misses some shape
+        assert fit.gather_residual_pct > 5
 
 
 # ---- a real run of SmolLM2 -------------------------------------------------------------------------------------

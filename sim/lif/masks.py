@@ -98,11 +98,42 @@ class MaskStream:
         self._next += 1
         if t < len(self._cache):
             return self._cache[t]
+        if self.kind == "replay":
+            raise ValueError(f"a replayed mask stream holds {len(self._cache)} steps; step {t} was not stored")
         out = self._compute(t)
         self._made += 1
         if t < self.cache_tokens:
             self._cache.append(out)
         return out
+
+    def cached_arrays(self) -> dict[str, np.ndarray]:
+        """The cached steps as arrays (for storing them: :meth:`replay`)."""
+        c = self._cache
+        return {
+            "pred_bits": np.stack([m.pred_bits for m in c]),  # [T, L, nw] uint64
+            "n_pred": np.stack([m.n_pred for m in c]),  # [T, L] int64
+            "n_true": np.array([m.n_true for m in c], np.int64),  # [T]
+            "n_fn": np.array([m.n_fn for m in c], np.int64),  # [T]
+        }
+
+    @staticmethod
+    def replay(arrays: dict[str, np.ndarray], n: int) -> MaskStream:
+        """A stream that returns stored steps (:meth:`cached_arrays`) and has no source to compute more."""
+        stream = MaskStream(None, "none", 0, shape=(arrays["pred_bits"].shape[1], n))
+        stream._cache = [
+            TokenMasks(p, c, int(t), int(f), n)
+            for p, c, t, f in zip(arrays["pred_bits"], arrays["n_pred"], arrays["n_true"], arrays["n_fn"], strict=True)
+        ]
+        stream.cache_tokens = len(stream._cache)
+        stream.kind = "replay"
+        return stream
+
+    def fill(self, n_steps: int) -> None:
+        """Compute and cache steps 0..n_steps-1 (then :meth:`reset` to read them from step 0)."""
+        self.cache_tokens = max(self.cache_tokens, n_steps)
+        for t in range(self._next, n_steps):
+            self.token(t)
+        self.reset()
 
     def _compute(self, t: int) -> TokenMasks:
         start = (t // self.block) * self.block

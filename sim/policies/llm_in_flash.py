@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from sim import points
 from sim.cache import LFUCache, LRUCache, RowCache
 from sim.config.base import StrictModel
 from sim.devices.processor import Op
@@ -63,6 +64,8 @@ from sim.policies.baselines import (
 )
 from sim.policies.ops import StepOps
 from sim.units import format_bytes
+
+MASK_STORE_BYTES = 256e6  # predicted masks of a run up to this size are stored on disk (sim.points.derived_arrays)
 
 
 class LlmInFlashConfig(StrictModel):
@@ -164,15 +167,43 @@ class LlmInFlash:
             self.predictor = self._train(src, np.random.default_rng(seed))
             self.ranks = self.predictor.ranks
             return MaskStream(src, "trained", cfg.train_tokens, self.predictor, shape=shape, **steps)
+        self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate) if cfg.predictor == "statistical" else None
+        key = self._stream_key(src, seed, steps["n_steps"])
+        if key is None:
+            return self._computed_stream(src, seed, shape, steps)
+        n_steps = steps["n_steps"]
+        MaskStream(src, "oracle", 0, shape=shape, n_steps=n_steps)  # the source must hold the steps (one-line error)
+        arrays = points.derived_arrays(
+            "masks", key, lambda: self._computed_stream(src, seed, shape, steps, fill=n_steps).cached_arrays()
+        )  # a rerun, or the next sweep point with the same activations and predictor, reads them back
+        return MaskStream.replay(arrays, self.n)
+
+    def _computed_stream(self, src, seed: int, shape: tuple, steps: dict, fill: int = 0) -> MaskStream:
+        """The stream of an oracle, dense or statistical predictor, computed from the source (``fill``: its first
+        steps computed now)."""
+        cfg = self.config
         if cfg.predictor == "statistical":
             weights = None
             if cfg.fp_weighting == "frequency":
                 n_freq = min(cfg.capacity_tokens, src.n_tokens)
                 weights = src.active_counts(0, n_freq).astype(np.float32) / n_freq + 1e-3  # [L, n] frequency
             self.predictor = StatisticalPredictor(cfg.recall, cfg.fp_rate, weights)
-            return MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, **steps)
-        self.predictor = None
-        return MaskStream(src, cfg.predictor, 0, shape=shape, **steps)
+            stream = MaskStream(src, "statistical", 0, self.predictor, seed=seed, shape=shape, **steps)
+        else:
+            stream = MaskStream(src, cfg.predictor, 0, shape=shape, **steps)
+        if fill:
+            stream.fill(fill)
+        return stream
+
+    def _stream_key(self, src, seed: int, n_steps: int) -> str | None:
+        """What the predicted masks of a run depend on, when they are worth storing (None: compute them)."""
+        cfg = self.config
+        fingerprint = src.fingerprint() if src is not None else None
+        stored_bytes = n_steps * self.n_layers * bits.n_words(self.n) * 8
+        if cfg.predictor not in ("oracle", "statistical") or fingerprint is None or stored_bytes > MASK_STORE_BYTES:
+            return None
+        knobs = (cfg.predictor, cfg.recall, cfg.fp_rate, cfg.fp_weighting, cfg.capacity_tokens, seed, n_steps)
+        return f"{fingerprint}|{self.n_layers}x{self.n}|{knobs}"
 
     def _train(self, src, rng: np.random.Generator) -> LowRankPredictor:
         cfg, n = self.config, self.config.train_tokens

@@ -22,12 +22,13 @@ projected source must be modelled statistically.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
 from sim.traces.encoding import code_threshold, codes_above, log8_table
-from sim.traces.source import SourceBase, TraceSource, check_range
+from sim.traces.source import SourceBase, TraceSource, check_range, digest_arrays
 from sim.traces.topvalues import ProjectedValues
 
 BLOCK_TOKENS = 64  # masks() works through this many tokens at a time (its index arrays: ~1M entries for OPT-6.7B)
@@ -98,8 +99,15 @@ class ProjectedSource(SourceBase):
             trace = np.frombuffer(bytes.fromhex(base.sha256), np.uint8)
             inputs = [trace, self.layers, self.neurons, self.gain, density, np.array([n])]
             self.thresholds = derive("projection-thresholds", inputs, lambda: self._calibrate(n))
-        self._cthr = self._code_thresholds()  # [L', F'] or None
-        self._copies = None if self._cthr is None else self._copy_tables(self._cthr)
+
+    @functools.cached_property
+    def _cthr(self) -> np.ndarray | None:
+        """[L', F'] per-target code thresholds (None: the trace is not log8); built when masks are first asked for."""
+        return self._code_thresholds()
+
+    @functools.cached_property
+    def _copies(self) -> tuple[np.ndarray, ...] | None:
+        return None if self._cthr is None else self._copy_tables(self._cthr)
 
     def _projected(self, values: np.ndarray, l: int) -> np.ndarray:
         """values [T, L, F] of the source -> projected magnitudes of target layer l [T, F']."""
@@ -201,6 +209,13 @@ class ProjectedSource(SourceBase):
 
     def hidden(self, start: int, stop: int) -> None:
         return None
+
+    def fingerprint(self) -> str | None:
+        base = self.base.fingerprint()
+        if base is None:
+            return None
+        arrays = (self.layers, self.neurons, self.gain, self.density, np.asarray(self.thresholds))
+        return f"{base}|projection:{self.n_layers}x{self.d_ff}:{digest_arrays(*arrays)}"
 
     def describe(self) -> str:
         return (f"projection of [{self.base.describe_file()}] onto {self.name} "

@@ -59,6 +59,20 @@ class SourceBase:
     def contexts(self, start: int, stop: int) -> np.ndarray:
         return np.zeros(stop - start, dtype=np.int64)
 
+    def fingerprint(self) -> str | None:
+        """A string that changes whenever the masks could (the trace's bytes, the rule, any draws), for caching what
+        is derived from them on disk; None: not known (nothing derived from it is cached)."""
+        return None
+
+
+def digest_arrays(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
 
 def check_range(source: ActivationSource, start: int, stop: int) -> None:
     if not 0 <= start <= stop <= source.n_tokens:
@@ -129,6 +143,10 @@ class TraceSource(SourceBase):
     def describe(self) -> str:
         return f"{self.describe_file()}, rule {self.rule.describe()}"
 
+    def fingerprint(self) -> str:
+        thresholds = self.fitted.thresholds if self.fitted.thresholds is not None else np.zeros(0)
+        return f"trace:{self.sha256}:{self.rule.describe()}:{digest_arrays(np.asarray(thresholds, np.float64))}"
+
 
 class Offset(SourceBase):
     """A source whose token 0 is another source's token ``offset`` (e.g. to skip a predictor's training tokens)."""
@@ -153,6 +171,10 @@ class Offset(SourceBase):
 
     def describe(self) -> str:
         return f"{self.base.describe()}, from token {self.offset}"
+
+    def fingerprint(self) -> str | None:
+        base = self.base.fingerprint()
+        return None if base is None else f"{base}|from {self.offset}"
 
 
 LOOPED_TOKENS = 2**40  # a looped source never runs out
@@ -190,3 +212,7 @@ class Looped(SourceBase):
 
     def describe(self) -> str:
         return f"{self.base.describe()}, looped every {self.period} tokens"
+
+    def fingerprint(self) -> str | None:
+        base = self.base.fingerprint()
+        return None if base is None else f"{base}|looped"
