@@ -237,3 +237,25 @@ def test_lif_models_runs_every_table3_model_at_its_paper_budget(tmp_path):
     assert phi["dram_budget_GB"].iloc[0] == pytest.approx(
         0.65 * load_model("phi-2").total_bytes("fp16") / 1e9, rel=1e-3
     )
+
+
+# ---- compute by kernel shape ----------------------------------------------------------------------
+def test_a_gathered_kernel_pays_its_row_term_so_narrow_rows_cost_more_per_byte():
+    import simpy
+
+    from sim.config.profiles import load_hardware
+    from sim.devices.processor import Processor
+    from sim.policies.ops import StepOps
+
+    spec = load_hardware("apple-m1-max").processors["cpu"]
+    assert spec.gather_row_overhead == 0  # every committed profile: the calibrated OPT rows are unchanged
+    rowed = Processor(simpy.Environment(), "cpu", spec.model_copy(update={"gather_row_overhead": 1e-7}))
+    plain = Processor(simpy.Environment(), "cpu", spec)
+    per_byte = {}
+    for name in ("opt-6.7b", "phi-2"):
+        (op,) = StepOps(load_model(name), "fp16", "fp16").ffn(1000, 1, gathered=True)
+        assert op.rows == 2000  # up and down: a row each per neuron
+        extra = rowed.op_time_s(op) - plain.op_time_s(op)
+        assert extra == pytest.approx(2000 * 1e-7)
+        per_byte[name] = rowed.op_time_s(op) / op.nbytes
+    assert per_byte["phi-2"] > per_byte["opt-6.7b"]  # 2560-wide rows against 4096-wide

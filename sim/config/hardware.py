@@ -97,6 +97,7 @@ class ProcessorSpec(StrictModel):
     flops_efficiency: float = Field(1.0, gt=0, le=1, description="achieved / peak FLOP/s")
     bandwidth_efficiency: float = Field(1.0, gt=0, le=1, description="achieved / peak bytes/s")
     gather_efficiency: float = Field(1.0, gt=0, le=1, description="extra factor on kernels over gathered (sparse) rows")
+    gather_row_overhead: Seconds = Field(0.0, ge=0, description="extra time per gathered row of such a kernel, s")
 
 
 class HardwareProfile(StrictModel):

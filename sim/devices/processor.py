@@ -2,8 +2,11 @@
 
 Modelled: per kernel, time = max(flops / (peak_flops[dtype] * flops_efficiency),
 nbytes / (mem_bandwidth * bandwidth_efficiency)), divided by ``gather_efficiency`` for kernels over gathered
-(sparse) rows, plus a fixed per-kernel overhead. Kernels run in FIFO order of :meth:`Processor.run` calls:
-the processor keeps the time it becomes free (``busy_until``); a batch of ops is ONE SimPy event.
+(sparse) rows, plus ``gather_row_overhead`` per gathered row, plus a fixed per-kernel overhead. So a kernel's shape
+matters: a small GEMV (an MQA model's k and v) is dominated by the overhead, and a gather over many narrow rows
+pays its row term where a machine's measurements show one (``python -m sim calibrate`` fits it). Kernels run in
+FIFO order of :meth:`Processor.run` calls: the processor keeps the time it becomes free (``busy_until``); a batch
+of ops is ONE SimPy event.
 
 Not modelled: concurrent kernels / streams, caches, frequency scaling, contention for memory bandwidth with
 other devices (flash DMA, copies), launch-queue depth.
@@ -26,6 +29,7 @@ class Op:
     nbytes: float  # bytes the kernel reads and writes in memory
     dtype: str = "fp16"
     gathered: bool = False  # runs over gathered (sparse) rows or columns
+    rows: int = 0  # gathered rows (or columns) the kernel indexes, for the per-row term
 
 
 MEMO_OPS = 4096  # distinct ops whose times are memoised (a policy's ops repeat across layers and tokens)
@@ -72,7 +76,7 @@ class Processor:
             )
         roof_s = max(op.flops / flops_per_s, op.nbytes / self._bytes_per_s)
         if op.gathered:
-            roof_s /= self.spec.gather_efficiency
+            roof_s = roof_s / self.spec.gather_efficiency + op.rows * self.spec.gather_row_overhead
         return roof_s + self.spec.overhead
 
     def run(self, ops: Sequence[Op], compute_s: float | None = None) -> simpy.Event:

@@ -144,7 +144,8 @@ class ActiveFlow:
         m, sp = self.ctx.model, self.config.sparsity
         n_weights = (1 - sp) * sum(m.op_weights(op) for op in self.layout.ops)
         nbytes = (1 - sp) * self.layout.layer_bytes
-        return (Op("active_weights", 2.0 * n_weights, nbytes, self.ctx.dtype, gathered=True),)
+        rows = sum(self.keep.values())  # the active channels (columns) of every op
+        return (Op("active_weights", 2.0 * n_weights, nbytes, self.ctx.dtype, gathered=True, rows=rows),)
 
     def _topk(self, step: Step) -> tuple[Op, ...]:
         m = self.ctx.model

@@ -26,11 +26,12 @@ class StepOps:
         self.model, self.dtype, self.kv_dtype = model, dtype, kv_dtype
         self._memo: dict[tuple, tuple[Op, ...]] = {}
 
-    def _weights(self, name: str, n_weights: float, n_tokens: int, gathered: bool = False) -> tuple[Op, ...]:
-        key = (name, n_weights, n_tokens, gathered)
+    def _weights(self, name: str, n_weights: float, n_tokens: int, gathered: bool = False, rows: int = 0
+                 ) -> tuple[Op, ...]:  # fmt: skip
+        key = (name, n_weights, n_tokens, gathered, rows)
         found = self._memo.get(key)
         if found is None:
-            op = Op(name, 2.0 * n_weights * n_tokens, dtype_bytes(self.dtype, n_weights), self.dtype, gathered)
+            op = Op(name, 2.0 * n_weights * n_tokens, dtype_bytes(self.dtype, n_weights), self.dtype, gathered, rows)
             found = self._memo[key] = (op,)
         return found
 
@@ -60,7 +61,8 @@ class StepOps:
         kernel indexes scattered rows (a sparse gather) instead of a contiguous matrix."""
         if n_neurons <= 0:
             return ()
-        return self._weights("ffn", n_neurons * self.model.neuron_weights, n_tokens, gathered)
+        rows = int(n_neurons) * len(self.model.ffn_ops) if gathered else 0  # each neuron: a row of every FFN matrix
+        return self._weights("ffn", n_neurons * self.model.neuron_weights, n_tokens, gathered, rows)
 
     def lm_head(self, step: Step) -> tuple[Op, ...]:
         """Logits of the tokens a decode step emits (a prefill step emits none: see sim/engine/requests.py)."""

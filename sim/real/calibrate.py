@@ -258,7 +258,8 @@ class Fit:
     residual_pct: float  # largest |fit - measured| / measured over the dense fp32 points
     gather_residual_pct: float = 0.0  # largest |fit - measured| / measured of the gathered FFN over the shapes
     # whose gather takes over 10 kernel overheads (below that the overhead's noise dominates)
-    gather_row_s: float = 0.0  # a per-gathered-row cost fitted beside bytes (reported; the profile has no such term)
+    gather_row_s: float = 0.0  # a per-gathered-row cost fitted beside bytes
+    row_term: bool = False  # the fit keeps it (positive): the profile's gather_row_overhead, else 0
 
 
 def fit_kernels(k: pd.DataFrame, threads: int) -> Fit:
@@ -277,15 +278,19 @@ def fit_kernels(k: pd.DataFrame, threads: int) -> Fit:
     gathered_s = np.maximum(g32.seconds - intercept - g32.attention_bytes / bw, 1e-9).to_numpy(float)
     eff = float(np.clip(np.median((g32.ffn_bytes / bw) / gathered_s), 0.01, 1.0))
     # Does one gather factor serve every shape, or do narrow rows cost more per byte? Fit a per-row term beside the
-    # bytes (rows = the gathered FFN's rows: ffn_bytes / (d_model x 4 B)) and report both: the simulator keeps the
-    # bytes-only form (gather_efficiency), which a positive row term that fits much better would argue against.
+    # bytes (rows = the gathered FFN's rows: ffn_bytes / (d_model x 4 B)); the profile takes it when it is positive
+    # (gather_row_overhead; the simulator's Op.rows), else the bytes-only factor stands alone.
     rows = (g32.ffn_bytes / (g32.d_model * 4)).to_numpy(float)
     a = np.stack([g32.ffn_bytes.to_numpy(float) / bw, rows], axis=1) / gathered_s[:, None]
-    (_, row_s), *_ = np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)
+    (inverse_eff, row_s), *_ = np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)
+    row_term = row_s > 0 and inverse_eff >= 1  # a cost per row and a factor that still slows the bytes down
+    if row_term:
+        eff = float(1 / inverse_eff)
+    predicted = g32.ffn_bytes.to_numpy(float) / (bw * eff) + (rows * row_s if row_term else 0.0)
     timed = gathered_s > 10 * intercept / 4  # shapes whose gather takes well over one kernel's overhead
-    misfit = np.abs(g32.ffn_bytes.to_numpy(float) / (bw * eff) / gathered_s - 1)[timed]
+    misfit = np.abs(predicted / gathered_s - 1)[timed]
     g_residual = float(misfit.max()) if misfit.size else 0.0
-    return Fit(bw, intercept / 4, flops16, eff, 100 * residual, 100 * g_residual, float(row_s))
+    return Fit(bw, intercept / 4, flops16, eff, 100 * residual, 100 * g_residual, float(row_s), row_term)
 
 
 # ---- the profile ----------------------------------------------------------------------------------------------------
@@ -317,9 +322,12 @@ def profile_yaml(name: str, flash: pd.DataFrame, latency_s: float, copy: dict, f
                     f"qd-1 curve's largest chunk ({chunks[-1] // KiB} KiB)")  # fmt: skip
     fp16_note = "# measured: fp16 weights cast to fp32 in the block kernel, 2 FLOPs per weight / (time - overhead)"
     bandwidth_note = f"# measured: 1 / slope of block time vs fp32 weight bytes (fit within {fit.residual_pct:.0f}%)"
-    gather_note = (f"# measured: dense rate / rate over 10% of the FFN gathered from a window matrix (one factor for "
-                   f"every shape: within {fit.gather_residual_pct:.0f}%; a per-row term would be "
-                   f"{fit.gather_row_s * 1e9:.0f} ns/row)")  # fmt: skip
+    gather_note = ("# measured: dense rate / rate over 10% of the FFN gathered from a window matrix"
+                   + (" (with the per-row term below)" if fit.row_term else ""))  # fmt: skip
+    row_note = (f"# measured: a per-row term fitted beside the bytes of the gathered FFN over the shapes: "
+                f"{fit.gather_row_s * 1e9:.0f} ns/row, {'kept' if fit.row_term else 'not a cost, so 0'}; the gather "
+                f"model fits every shape within {fit.gather_residual_pct:.0f}%")  # fmt: skip
+    row_overhead = fit.gather_row_s if fit.row_term else 0.0
     return f"""{MARKER} ({mode}) on {when}:
 # every number below was measured on this machine ({node})
 # by the methods of sim/real/calibrate.py; raw measurements in {report}.
@@ -355,6 +363,7 @@ processors:
     mem_bandwidth: "{_gbps(fit.mem_bandwidth)}"  {bandwidth_note}
     overhead: "{fit.overhead_s * 1e6:.1f} us"  # measured: block-time intercept / 4 kernels per block
     gather_efficiency: {fit.gather_efficiency:.3f}  {gather_note}
+    gather_row_overhead: "{row_overhead * 1e9:.1f} ns"  {row_note}
 """
 
 
