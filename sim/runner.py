@@ -172,9 +172,8 @@ def run_experiment(
             raise CapacityError(f"no case fits its memory; the first: {failed[0].summary['error']}")
         for r in failed:
             print(f"note: case {r.name} does not fit (a row of summary.csv): {r.summary['error']}", file=sys.stderr)
-        for r in results:
-            for note in r.notes:
-                print(f"note: case {r.name}: {note}", file=sys.stderr)
+        for note, names in _cases_by_note(results).items():
+            print(f"note: {_case_list(names)}: {note}", file=sys.stderr)
         write_results(tmp, path, cases, results)
         failed_plots = _run_plots(plot_scripts(path, cases) if plots else [], tmp)
     _raise_plot_errors(failed_plots, out)
@@ -196,6 +195,22 @@ def _run_plots(scripts: Sequence[Path], folder: Path) -> list[str]:
 def _raise_plot_errors(errors: list[str], out: Path) -> None:
     if errors:
         raise PlotError(f"results are in {out}, but {'; '.join(errors)}")
+
+
+def _cases_by_note(results: Sequence[CaseResult]) -> dict[str, list[str]]:
+    """Each distinct run note and the cases that said it (a sweep's points often say the same)."""
+    by_note: dict[str, list[str]] = {}
+    for r in results:
+        for note in r.notes:
+            by_note.setdefault(note, []).append(r.name)
+    return by_note
+
+
+def _case_list(names: list[str], shown: int = 3) -> str:
+    if len(names) == 1:
+        return f"case {names[0]}"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} cases ({', '.join(names[:shown])}{more})"
 
 
 def _no_overrides(kind: str, overrides: dict[str, Any] | None) -> None:
