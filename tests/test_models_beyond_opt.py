@@ -259,3 +259,15 @@ def test_a_gathered_kernel_pays_its_row_term_so_narrow_rows_cost_more_per_byte()
         assert extra == pytest.approx(2000 * 1e-7)
         per_byte[name] = rowed.op_time_s(op) / op.nbytes
     assert per_byte["phi-2"] > per_byte["opt-6.7b"]  # 2560-wide rows against 4096-wide
+
+
+def test_trace_statistics_states_a_trained_predictors_held_out_quality(tmp_path, capsys):
+    out = tmp_path / "s.yaml"
+    base = ["trace", "statistics", "traces/smollm2-135m.trace", "--name", "s", "--out", str(out)]
+    assert main([*base, "--predictor", "predictors/smollm2-135m-r32.npz", "--predictor-recall", "0.9"]) == 0
+    stats = load_statistics(str(out), "test")
+    assert (stats.predictor.recall, stats.predictor.fp_rate) == (0.8573, 0.4215)  # its meta's held-out quality
+    wrong = ["--rule", "threshold:0.95", "--predictor", "predictors/smollm2-135m-r32.npz"]
+    assert main([*base[:-2], "--out", str(tmp_path / "t.yaml"), *wrong]) == 2
+    assert "trained on labels 'threshold:0.9', the statistics measure 'threshold:0.95'" in capsys.readouterr().err
+    assert not (tmp_path / "t.yaml").exists()

@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     fit.add_argument("--rule", default="threshold:0.9", help="sparsity rule making masks (threshold:S, topk:S, gate)")
     fit.add_argument("--name", required=True, help="the statistics' name (activations.density: NAME)")
     fit.add_argument("--window-k", type=int, default=5, help="the window length the file states (1-8)")
+    fit.add_argument("--predictor", help="a trained predictor file (predictors/): the file states its held-out quality")
+    fit.add_argument("--predictor-recall", type=float, default=0.95, help="its recall target to state (default 0.95)")
     fit.add_argument("--out", required=True, help="the .yaml file to write (refused if it exists)")
     fit.set_defaults(func=_statistics)
 
@@ -92,7 +94,7 @@ def _statistics(args: argparse.Namespace) -> int:
 
     from sim.errors import ConfigError
     from sim.traces.source import TraceSource
-    from sim.traces.statistics import fit_statistics, write_statistics
+    from sim.traces.statistics import fit_statistics, with_predictor, write_statistics
 
     out = Path(args.out)
     if out.exists():
@@ -101,10 +103,14 @@ def _statistics(args: argparse.Namespace) -> int:
         raise ConfigError("<command line>", "--window-k", "must be 1..8", str(args.window_k))
     source = TraceSource(args.trace, args.rule)
     parts = [args.trace, "--rule", args.rule, "--name", args.name, "--window-k", str(args.window_k), "--out", args.out]
+    if args.predictor:
+        parts[-2:-2] = ["--predictor", args.predictor, "--predictor-recall", f"{args.predictor_recall:g}"]
     command = "python -m sim trace statistics " + " ".join(shlex.quote(a) for a in parts)
     model = source.reader.manifest.get("model", {})
     model_name = model.get("name", "?") if isinstance(model, dict) else str(model)
     stats = fit_statistics(source, args.name, model_name, command, args.window_k)
+    if args.predictor:
+        stats = with_predictor(stats, Path(args.predictor), args.predictor_recall, args.rule)
     write_statistics(out, stats)
     print(
         f"wrote {out}: mean density {sum(stats.density.points.values()) / len(stats.density.points):.2%}, "

@@ -170,6 +170,29 @@ def fit_statistics(source, name: str, model: str, command: str, k: int = 5) -> A
     )  # densities then has exactly the trace's window reuse
 
 
+def with_predictor(stats: ActivationStatistics, path: Path, recall: float, rule: str) -> ActivationStatistics:
+    """``stats`` with the held-out recall and false-positive rate of a trained predictor file (sim.lif.predictor)
+    at one of its recall targets; its labels must be the statistics' rule (one-line error otherwise)."""
+    import json
+
+    try:
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+    except (OSError, KeyError, ValueError) as err:
+        raise ConfigError(str(path), "--predictor", f"not a predictor file ({type(err).__name__})") from None
+    if meta.get("rule") != rule:
+        reason = f"was trained on labels {meta.get('rule')!r}, the statistics measure {rule!r}"
+        raise ConfigError(str(path), "--predictor", reason, str(path))
+    quality = meta["heldout_quality"].get(f"{recall:g}")
+    if quality is None:
+        known = ", ".join(meta["heldout_quality"])
+        raise ConfigError(str(path), "--predictor-recall", f"not one of its targets ({known})", recall)
+    source = (f"{stats.source}; predictor: {path} at recall target {recall:g}, held-out on "
+              f"{meta.get('heldout_tokens', '?')} tokens (precision {quality['precision']:.3f})")  # fmt: skip
+    predictor = PredictorQuality(recall=round(quality["recall"], 4), fp_rate=round(quality["fp_rate"], 4))
+    return stats.model_copy(update={"predictor": predictor, "source": source})
+
+
 def write_statistics(out: Path, stats: ActivationStatistics) -> None:
     """Write ``stats`` to a new file ``out``, whole or not at all (a temporary file linked into place: an existing
     file is never replaced)."""
