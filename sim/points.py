@@ -95,15 +95,7 @@ def derived(kind: str, inputs: list[np.ndarray], compute: Callable[[], np.ndarra
         except (OSError, ValueError):  # unreadable: compute it again
             pass
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, value, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomically(path, lambda f: np.save(f, value, allow_pickle=False))
     return value
 
 
@@ -119,16 +111,22 @@ def derived_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarr
         except (OSError, ValueError, KeyError, EOFError):  # unreadable: compute it again
             pass
     value = compute()
+    _write_atomically(path, lambda f: np.savez(f, **value))
+    return value
+
+
+def _write_atomically(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename it into place (readers in other
+    processes see the old file or the whole new one, never a part)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **value)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return value
 
 
 def load(key: str):
@@ -144,13 +142,4 @@ def load(key: str):
 
 def store(key: str, result) -> None:
     result = dataclasses.replace(result, steps=result.steps.embedded())  # its rows, not paths into a spool
-    folder = points_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key[:16]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"{key}.pkl")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomically(points_dir() / f"{key}.pkl", lambda f: pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL))
