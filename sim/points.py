@@ -73,6 +73,7 @@ def point_key(case, timeline: bool) -> str:
         "config": config,
         "hardware": case.hardware.model_dump(mode="json"),
         "model": case.model.model_dump(mode="json"),
+        "statistics": case.statistics.model_dump(mode="json") if getattr(case, "statistics", None) else None,
         "files": _files(config, case.path.parent if case.path else None),
         "code": code_hash(),
         "timeline": timeline,

@@ -121,3 +121,22 @@ def test_a_runs_predicted_masks_are_stored_once_and_replayed_identically(tmp_pat
                    if c.name == "all-cpu"]  # fmt: skip
     simulate_case(reseeded, timeline=False)  # other draws: stored apart, not confused with the first
     assert len(list((tmp_path / "points" / "derived").glob("masks-*.npz"))) == 2
+
+
+def test_a_changed_statistics_file_changes_the_point_key(tmp_path, monkeypatch):
+    import sim.traces.statistics
+    from sim.config.experiment import load_experiment
+    from sim.points import point_key
+
+    monkeypatch.setattr(sim.traces.statistics, "STATISTICS_DIR", tmp_path)  # named, not a path in the config
+    stats = yaml.safe_load(Path("traces/statistics/opt-6.7b-table6.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(stats))
+    exp = tmp_path / "e.yaml"
+    exp.write_text(
+        "name: e\nhardware: apple-m1-max\nmodel: opt-6.7b\ndecode_tokens: 4\npolicy: {name: naive}\n"
+        f"activations: {{source: projection, path: {Path('traces/smollm2-135m.trace').resolve()}, density: mine}}\n"
+    )
+    before = point_key(load_experiment(exp)[0], False)
+    stats["density"]["mean"] = 0.04
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(stats))
+    assert point_key(load_experiment(exp)[0], False) != before
