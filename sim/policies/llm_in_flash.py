@@ -123,7 +123,7 @@ class LlmInFlash:
         self.config = config
         self._stats: dict[str, float] = {}
         self._last_token: TokenMasks | None = None  # the last planned decode step's masks (None: a prefill)
-        self._totals = dict.fromkeys(("steps", "predicted", "loaded", "resident"), 0.0)  # over decode steps
+        self._totals = dict.fromkeys(("steps", "predicted", "read", "resident"), 0.0)  # over decode steps
 
     # ---- setup ----------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
@@ -408,7 +408,7 @@ class LlmInFlash:
         totals = self._totals
         totals["steps"] += 1
         totals["predicted"] += float(tok.n_pred.sum())
-        totals["loaded"] += float(n_loaded)
+        totals["read"] += float(n_read)
         totals["resident"] += resident
         self._stats = {
             "neurons_true": float(tok.n_true),
@@ -430,7 +430,7 @@ class LlmInFlash:
         return self._window_vs_statistics() + self._shortened_note()
 
     def _window_vs_statistics(self) -> list[str]:
-        """The FFN shares the run predicted, loaded fresh and held per token, beside the statistics' (a check of
+        """The FFN shares the run predicted, read fresh and held per token, beside the statistics' (a check of
         the projection's window reuse against a published or fitted number)."""
         stats, t = self.ctx.statistics, self._totals
         if stats is None or stats.window is None or not self.reuse or not t["steps"]:
@@ -440,7 +440,7 @@ class LlmInFlash:
         held = f", {w.held_fraction:.1%} held" if w.held_fraction is not None else ""
         return [
             f"llm_in_flash window (k={self.config.window_k}): per token {share('predicted'):.1%} of the FFN "
-            f"predicted, {share('loaded'):.2%} loaded fresh, {share('resident'):.1%} held; {stats.name} "
+            f"predicted, {share('read'):.2%} read fresh, {share('resident'):.1%} held; {stats.name} "
             f"({stats.kind}) gives {w.fresh_fraction:.2%} fresh{held} at k={w.k}"
             + (" of the truly active neurons (no predictor's false positives)" if w.masks == "true" else "")
         ]
