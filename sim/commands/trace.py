@@ -76,9 +76,8 @@ def _capture(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from sim.traces.format import TraceReader
     from sim.traces.report import write_stats
-    from sim.traces.sparsity import SparsityRule
 
-    rules = [SparsityRule.parse(r) for r in (args.rule or ["threshold:0.9"])]
+    rules = [_rule(r) for r in (args.rule or ["threshold:0.9"])]
     with TraceReader(args.trace) as reader:
         out = write_stats(reader, rules, Path(args.out), list(range(1, args.max_k + 1)), args.channel_density)
     if not args.no_plots:
@@ -89,19 +88,34 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rule(text: str):
+    """A sparsity rule from the command line; a bad one is a one-line error."""
+    from sim.errors import ConfigError
+    from sim.traces.sparsity import SparsityRule
+
+    try:
+        return SparsityRule.parse(text)
+    except ValueError as err:
+        raise ConfigError("<command line>", "--rule", str(err), text) from None
+
+
 def _statistics(args: argparse.Namespace) -> int:
     import shlex
 
     from sim.errors import ConfigError
     from sim.traces.source import TraceSource
-    from sim.traces.statistics import fit_statistics, with_predictor, write_statistics
+    from sim.traces.statistics import fit_statistics, predictor_quality, write_statistics
 
     out = Path(args.out)
     if out.exists():
         raise ConfigError("<command line>", "--out", "exists; statistics files are never overwritten", str(out))
     if not 1 <= args.window_k <= 8:
         raise ConfigError("<command line>", "--window-k", "must be 1..8", str(args.window_k))
-    source = TraceSource(args.trace, args.rule)
+    rule = _rule(args.rule)
+    quality = (
+        predictor_quality(Path(args.predictor), args.predictor_recall, rule.describe()) if args.predictor else None
+    )
+    source = TraceSource(args.trace, rule)
     parts = [args.trace, "--rule", args.rule, "--name", args.name, "--window-k", str(args.window_k), "--out", args.out]
     if args.predictor:
         parts[-2:-2] = ["--predictor", args.predictor, "--predictor-recall", f"{args.predictor_recall:g}"]
@@ -109,8 +123,9 @@ def _statistics(args: argparse.Namespace) -> int:
     model = source.reader.manifest.get("model", {})
     model_name = model.get("name", "?") if isinstance(model, dict) else str(model)
     stats = fit_statistics(source, args.name, model_name, command, args.window_k)
-    if args.predictor:
-        stats = with_predictor(stats, Path(args.predictor), args.predictor_recall, args.rule)
+    if quality is not None:
+        predictor, said = quality
+        stats = stats.model_copy(update={"predictor": predictor, "source": f"{stats.source}; {said}"})
     write_statistics(out, stats)
     print(
         f"wrote {out}: mean density {sum(stats.density.points.values()) / len(stats.density.points):.2%}, "

@@ -170,9 +170,9 @@ def fit_statistics(source, name: str, model: str, command: str, k: int = 5) -> A
     )  # densities then has exactly the trace's window reuse
 
 
-def with_predictor(stats: ActivationStatistics, path: Path, recall: float, rule: str) -> ActivationStatistics:
-    """``stats`` with the held-out recall and false-positive rate of a trained predictor file (sim.lif.predictor)
-    at one of its recall targets; its labels must be the statistics' rule (one-line error otherwise)."""
+def predictor_quality(path: Path, recall: float, rule: str) -> tuple[PredictorQuality, str]:
+    """(held-out recall and false-positive rate, what to say of them) of a trained predictor file
+    (sim.lif.predictor) at one of its recall targets; its labels must be ``rule`` (one-line error otherwise)."""
     import json
 
     try:
@@ -187,10 +187,9 @@ def with_predictor(stats: ActivationStatistics, path: Path, recall: float, rule:
     if quality is None:
         known = ", ".join(meta["heldout_quality"])
         raise ConfigError(str(path), "--predictor-recall", f"not one of its targets ({known})", recall)
-    source = (f"{stats.source}; predictor: {path} at recall target {recall:g}, held-out on "
-              f"{meta.get('heldout_tokens', '?')} tokens (precision {quality['precision']:.3f})")  # fmt: skip
-    predictor = PredictorQuality(recall=round(quality["recall"], 4), fp_rate=round(quality["fp_rate"], 4))
-    return stats.model_copy(update={"predictor": predictor, "source": source})
+    said = (f"predictor: {path} at recall target {recall:g}, held-out on {meta.get('heldout_tokens', '?')} tokens "
+            f"(precision {quality['precision']:.3f})")  # fmt: skip
+    return PredictorQuality(recall=round(quality["recall"], 4), fp_rate=round(quality["fp_rate"], 4)), said
 
 
 def write_statistics(out: Path, stats: ActivationStatistics) -> None:
