@@ -271,3 +271,12 @@ def test_trace_statistics_states_a_trained_predictors_held_out_quality(tmp_path,
     assert main([*base[:-2], "--out", str(tmp_path / "t.yaml"), *wrong]) == 2
     assert "trained on labels 'threshold:0.9', the statistics measure 'threshold:0.95'" in capsys.readouterr().err
     assert not (tmp_path / "t.yaml").exists()
+
+
+@pytest.mark.parametrize("command", ["statistics", "stats"])
+def test_a_bad_rule_on_the_command_line_is_one_line(tmp_path, capsys, command):
+    args = ["trace", command, "traces/smollm2-135m.trace", "--rule", "bogus", "--out", str(tmp_path / "x.yaml")]
+    assert main(args + (["--name", "x"] if command == "statistics" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--rule: unknown sparsity rule 'bogus'" in err
+    assert not (tmp_path / "x.yaml").exists()
