@@ -149,3 +149,48 @@ def test_the_run_says_how_far_the_cost_model_is_from_the_simulation(tmp_path):
         assert bool(r.notes) == (abs(gap) > 5)
         for note in r.notes:
             assert f"{model_ms:.1f} ms/token" in note and f"{r.summary['total_ms']:.1f}" in note
+
+
+def _smollm2(tmp_path, tokens=6, **policy):
+    exp = {"name": "af", "hardware": "pixel-6", "model": "smollm2-135m", "dtype": "fp16", "processor": "cpu",
+           "context_tokens": 16, "decode_tokens": tokens, "prefill_chunk_tokens": 0, "timeline_tokens": 0,
+           "policy": {"name": "activeflow", "sparsity": 0.6, "coalesce_reads": False, **policy}}  # fmt: skip
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    (case,) = load_experiment(tmp_path / "e.yaml")
+    return case
+
+
+def test_trace_channels_read_the_real_top_k_of_gate_and_up(tmp_path, monkeypatch):
+    from sim.activeflow.stats import trace_inputs
+
+    asked = []
+    original = ChannelLayout.layer_extents
+
+    def spy(self, op, layer, channels):
+        if op in ("gate", "up"):
+            asked.append((op, layer, np.asarray(channels).copy()))
+        return original(self, op, layer, channels)
+
+    monkeypatch.setattr(ChannelLayout, "layer_extents", spy)
+    simulate_case(_smollm2(tmp_path, group=0, channels="trace"), timeline=False)
+    real = active_sets(trace_inputs(TRACE)[0][:6], 0.6)  # [T, L, d]
+    decode = asked[-6 * 30 * 2 :]  # the decode steps' on-demand reads (serial loading: every active channel)
+    for i, (op, layer, channels) in enumerate(decode):
+        t = i // (30 * 2)
+        assert (channels == np.flatnonzero(real[t, layer])).all(), (t, op, layer)
+
+
+def test_trace_channels_measure_what_the_statistical_mode_assumes(tmp_path):
+    stat = simulate_case(_smollm2(tmp_path, tokens=60, group=2, cache_fraction=0.2), timeline=False)
+    real = simulate_case(_smollm2(tmp_path, tokens=60, group=2, cache_fraction=0.2, channels="trace"), timeline=False)
+    mean = lambda r, c: r.tokens[r.tokens.phase == "decode"][c].mean()  # noqa: E731
+    assert mean(real, "af_precision") == pytest.approx(mean(stat, "af_precision"), abs=0.05)
+    assert mean(real, "af_hit_rate") == pytest.approx(mean(stat, "af_hit_rate"), abs=0.05)
+    assert real.summary["total_ms"] == pytest.approx(stat.summary["total_ms"], rel=0.15)
+
+
+def test_trace_channels_need_the_traces_model(tmp_path):
+    from sim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="policy.channels: the trace's mlp_in is 30 layers x 576 channels"):
+        _case(tmp_path, group=1, channels="trace")

@@ -4,7 +4,8 @@ published points (papers.md: +10% at N = 1, +120% at N = 4); and where each toke
 on demand). Writes ``activeflow_speedup.csv`` (series, N, simulated and cost-model speedup, published, % error of
 the simulated speedup; every row predicted: nothing is calibrated to Fig. 16).
 
-Also writes ``comparison.csv`` (case, metric, role, published, simulated, error_pct: the published points only).
+Also writes ``comparison.csv`` (case, metric, role, published, simulated, error_pct: the published points only, for
+Fig. 16's setup: Llama-2-7B on the Pixel 6).
 
 Usage: python experiments/plots/activeflow_groups.py RESULTS_DIR  ->  activeflow_groups.png, activeflow_speedup.csv
 """
@@ -12,9 +13,11 @@ Usage: python experiments/plots/activeflow_groups.py RESULTS_DIR  ->  activeflow
 import pandas as pd
 from _common import plt, results_dir, save, summary
 
-PUBLISHED_SPEEDUP_PCT = {1: 10.0, 4: 120.0}  # papers.md, ActiveFlow Fig. 16 (vs serial loading)
 folder = results_dir()
 s = summary(folder)
+# papers.md, ActiveFlow Fig. 16 (vs serial loading): Llama-2-7B on the Pixel 6 only; other setups have no published point
+FIG16 = (s.model == "llama-2-7b").all() and (s.hardware == "pixel-6").all()
+PUBLISHED_SPEEDUP_PCT = {1: 10.0, 4: 120.0} if FIG16 else {}
 tokens = pd.read_parquet(folder / "tokens.parquet")
 per = tokens[tokens.phase == "decode"].groupby("case", sort=False)
 extra = per[["af_cost_model_s", "af_preload_bytes", "af_on_demand_bytes"]].mean()
@@ -59,4 +62,5 @@ published = [
      "error_pct": round(100 * (r["simulated_speedup_pct"] / r["published_speedup_pct"] - 1), 2)}
     for r in rows if r["published_speedup_pct"] is not None
 ]  # fmt: skip
-pd.DataFrame(published).to_csv(folder / "comparison.csv", index=False)
+if published:
+    pd.DataFrame(published).to_csv(folder / "comparison.csv", index=False)

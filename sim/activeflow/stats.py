@@ -30,7 +30,7 @@ from sim.traces.format import TraceReader
 
 
 @functools.lru_cache(maxsize=8)
-def _inputs(trace: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def trace_inputs(trace: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mlp_in [T, L, d] float32, context id [T], task id [T]) of a trace."""
     with TraceReader(trace) as reader:
         return reader.read("mlp_in"), reader.read("context_id"), reader.read("task_id")
@@ -49,7 +49,7 @@ def active_sets(x: np.ndarray, sp: float) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def cross_layer(trace: Path, sp: float, max_distance: int = 8, from_layer: int = 3) -> dict[int, tuple[float, float]]:
     """{delta: (mean cosine similarity, mean precision)} of layer n's input predicting layer n + delta's."""
-    return cross_layer_of(_inputs(trace)[0], sp, max_distance, from_layer)
+    return cross_layer_of(trace_inputs(trace)[0], sp, max_distance, from_layer)
 
 
 def cross_layer_of(x: np.ndarray, sp: float, max_distance: int = 8, from_layer: int = 3) -> dict:
@@ -104,7 +104,7 @@ def _hits(cache: RowCache, stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def cache_hit_rates(trace: Path, sp: float, capacity: float) -> dict[str, float]:
     """Hit rates of the active channels: ``lfu_context``, ``lru_context`` (cold start per context, warmed on it)
     and ``lfu_task`` (the task's hot set from its other contexts), averaged over contexts (token-weighted)."""
-    x, context, task = _inputs(trace)
+    x, context, task = trace_inputs(trace)
     return cache_rates_of(x, context, task, sp, capacity)
 
 

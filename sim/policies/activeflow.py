@@ -29,6 +29,7 @@ Prefill reads each group's weights whole and computes densely.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,16 +38,41 @@ from pydantic import Field
 
 from sim.activeflow.channels import ChannelLayout, in_out
 from sim.activeflow.cost import CostInputs, greedy_group, token_s
-from sim.activeflow.stats import cache_hit_rates, cross_layer
+from sim.activeflow.stats import active_sets, cache_hit_rates, cross_layer, trace_inputs
+from sim.cache import LFUCache, LRUCache, RowCache
 from sim.config.base import StrictModel
 from sim.config.profiles import REPO_ROOT
 from sim.devices.processor import Op
 from sim.engine.graph import Graph
 from sim.engine.requests import Step
 from sim.errors import CapacityError, ConfigError
+from sim.lif.bits import pack_rows
 from sim.policies.base import RunContext
 from sim.policies.ops import StepOps, attended_positions
 from sim.units import format_bytes
+
+TRACED_OPS = ("gate", "up")  # the ops whose input (mlp_in) a trace records
+
+
+@dataclass
+class RealChannels:
+    """The real active channels of gate/up per decode step (``channels: trace``) and the hot-channel cache over them."""
+
+    active: np.ndarray  # [T, L, d] bool: top-k of mlp_in per token and layer
+    context: np.ndarray  # [T] the trace's context id of each token
+    cache: RowCache | None  # None: no hot-channel cache
+    _context: int = -1
+
+    def token(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(active [L, d], not cached [L, d]) of decode step t; the cache steps over the token's sets and starts cold
+        at each new context (the contextual cache warms on its own prompt)."""
+        active = self.active[t]
+        if self.cache is None:
+            return active, active
+        if self.context[t] != self._context:
+            self.cache = type(self.cache)(*self.cache.shape, self.cache.capacity)
+            self._context = int(self.context[t])
+        return active, self.cache.step_bits(pack_rows(active)).read
 
 
 class ActiveFlowConfig(StrictModel):
@@ -68,12 +94,22 @@ class ActiveFlowConfig(StrictModel):
         "cache_fraction are then chosen, not read; the step rows report them)",
     )
     max_group: int = Field(8, ge=1, le=64, description="largest N the optimizer tries")
+    channels: Literal["statistical", "trace"] = Field(
+        "statistical",
+        description="statistical: each op's channels drawn at random, the measured precision and hit rate applied "
+        "as shares; trace: gate and up use the trace's real top-k of mlp_in per token and layer (the model must be "
+        "the trace's), the preload is layer n's real set for layers n+1..n+N and the hot-channel cache a "
+        "sim.cache LFU/LRU over the real sets, cold at each context (q/k/v/o/down stay statistical: their inputs "
+        "are not in the trace)",
+    )
 
 
 class ActiveFlow:
     def __init__(self, config: ActiveFlowConfig):
         self.config = config
         self._stats: dict[str, float] = {}
+        self._real: RealChannels | None = None  # channels: trace
+        self._sets: tuple[np.ndarray, np.ndarray] | None = None  # this step's real (active, not cached) sets
 
     def setup(self, ctx: RunContext) -> None:
         cfg, model, dtype = self.config, ctx.model, ctx.dtype
@@ -97,7 +133,22 @@ class ActiveFlow:
             window.allocate("hot_channels", self.cache_fraction * self.layout.total_bytes)
         window.allocate("preload_buffer", 2 * active_layer * max(self.group, 1))
         self._compute = self._layer_compute()
+        self._real = self._real_channels(ctx) if cfg.channels == "trace" else None
         self._cost = token_s(self._cost_inputs(ctx, self.group, self.hit_rate, float(np.mean(self.precision))))
+
+    def _real_channels(self, ctx: RunContext) -> RealChannels:
+        x, context, _ = trace_inputs(self.trace)  # [T, L, d] mlp_in, [T] context ids
+        model, cfg = ctx.model, self.config
+        if x.shape[1:] != (model.n_layers, model.d_model):
+            reason = (f"the trace's mlp_in is {x.shape[1]} layers x {x.shape[2]} channels, model {model.name} has "
+                      f"{model.n_layers} x {model.d_model} (use channels: statistical for another model)")  # fmt: skip
+            raise ConfigError("experiment", "policy.channels", reason, cfg.channels)
+        if ctx.decode_tokens > len(x):
+            reason = f"{ctx.decode_tokens} decode steps need as many trace tokens; {self.trace.name} has {len(x)}"
+            raise ConfigError("experiment", "decode_tokens", reason, ctx.decode_tokens)
+        capacity = int(round(self.cache_fraction * model.d_model))
+        cache = (LFUCache if cfg.cache.startswith("lfu") else LRUCache)(model.n_layers, model.d_model, capacity)
+        return RealChannels(active_sets(x[: ctx.decode_tokens], cfg.sparsity), context, cache if capacity else None)
 
     def _precision(self, distances: int) -> list[float]:
         """si per layer distance 1 .. distances: the config's, or what the real trace measures at this sparsity."""
@@ -176,6 +227,8 @@ class ActiveFlow:
         merge = cfg.coalesce_reads
         preload: dict[int, int] = {}
         read_bytes = {"preload": 0.0, "on_demand": 0.0}
+        self._sets = self._real.token(step.positions[0]) if self._real is not None else None
+        self._predicted: dict[int, np.ndarray] = {}  # group's first layer -> the real set its preload brought
         if N:
             preload[0] = self._preload(g, 0, (), read_bytes, merge)
         prev: tuple[int, ...] = ()
@@ -192,11 +245,14 @@ class ActiveFlow:
                 deps.append(preload[layer - layer % N])
             ops = self._compute + core + (self.ops.lm_head(step) if layer == L - 1 else ())
             prev = (g.run(proc, ops, deps, tag=f"L{layer} C"),)
+        precision, hit_rate = (float(np.mean(self.precision)) if N else 0.0), self.hit_rate
+        if self._sets is not None:  # what the real sets gave this token (gate/up)
+            precision, hit_rate = self._measured(N)
         self._stats = {
             "af_preload_bytes": read_bytes["preload"],
             "af_on_demand_bytes": read_bytes["on_demand"],
-            "af_precision": float(np.mean(self.precision)) if N else 0.0,
-            "af_hit_rate": self.hit_rate,
+            "af_precision": precision,
+            "af_hit_rate": hit_rate,
             "af_cost_model_s": self._cost["T_token"],
             "af_group": float(N),
             "af_cache_fraction": self.cache_fraction,
@@ -207,10 +263,28 @@ class ActiveFlow:
         total = in_out(self.ctx.model, op)[0]
         return np.sort(self.rng.choice(total, size=min(n, total), replace=False))
 
+    def _measured(self, N: int) -> tuple[float, float]:
+        """(precision of the preloads, cache hit rate) of this token's real gate/up sets."""
+        active, uncached = self._sets
+        hit_rate = 1.0 - float(uncached.sum()) / max(float(active.sum()), 1.0)
+        if not N:
+            return 0.0, hit_rate
+        layers = range(self.ctx.model.n_layers)
+        found = sum(int((active[l] & self._predicted[l - l % N]).sum()) for l in layers)
+        return found / max(float(active.sum()), 1.0), hit_rate
+
     def _preload(self, g: Graph, first: int, after: tuple[int, ...], read_bytes: dict, merge: bool) -> int:
         """One read of the predicted, uncached channels of every op for the group starting at ``first``."""
         ops = self.layout.ops
-        parts = [self.layout.group_extents(op, first, self._channels(op, self._uncached(op))) for op in ops]
+        if self._sets is not None:  # layer first-1's real set predicts the group (the first group: layer 0's own)
+            active, uncached = self._sets
+            self._predicted[first] = active[max(first - 1, 0)]
+            real = np.flatnonzero(self._predicted[first] & uncached[first])
+        parts = [
+            self.layout.group_extents(op, first, real if self._sets is not None and op in TRACED_OPS
+                                      else self._channels(op, self._uncached(op)))
+            for op in ops
+        ]  # fmt: skip
         extents = np.concatenate(parts)
         read_bytes["preload"] += float(extents[:, 1].sum())
         return g.read(extents, after, tag=f"PL {first}", merge=merge)
@@ -222,7 +296,13 @@ class ActiveFlow:
         """Extents of the layer's active, uncached channels its group's preload did not bring."""
         N = self.group
         miss = 1.0 if not N else 1.0 - self.precision[layer % N]
-        parts = [self.layout.layer_extents(op, layer, self._channels(op, int(round(self._uncached(op) * miss))))
+        real = None
+        if self._sets is not None:  # the layer's real set, not cached, not brought by its group's preload
+            active, uncached = self._sets
+            need = active[layer] & uncached[layer]
+            real = np.flatnonzero(need & ~self._predicted[layer - layer % N] if N else need)
+        parts = [self.layout.layer_extents(op, layer, real if real is not None and op in TRACED_OPS
+                                           else self._channels(op, int(round(self._uncached(op) * miss))))
                  for op in self.layout.ops]  # fmt: skip
         extents = np.concatenate(parts)
         read_bytes["on_demand"] += float(extents[:, 1].sum())
