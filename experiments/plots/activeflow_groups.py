@@ -15,7 +15,7 @@ from _common import plt, results_dir, save, summary
 
 folder = results_dir()
 s = summary(folder)
-# papers.md, ActiveFlow Fig. 16 (vs serial loading): Llama-2-7B on the Pixel 6 only; other setups have no published point
+# papers.md, ActiveFlow Fig. 16 (vs serial loading): Llama-2-7B on the Pixel 6 only; no published point elsewhere
 FIG16 = (s.model == "llama-2-7b").all() and (s.hardware == "pixel-6").all()
 PUBLISHED_SPEEDUP_PCT = {1: 10.0, 4: 120.0} if FIG16 else {}
 tokens = pd.read_parquet(folder / "tokens.parquet")
