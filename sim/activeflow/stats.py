@@ -10,7 +10,8 @@ For sparsity ``sp`` a token's *active channels* at a layer are the top-k = round
 - :func:`cache_hit_rates`: a per-layer cache of ``capacity`` (fraction of the channels) in front of the active
   sets of a stream of tokens. ``lfu`` keeps per-layer use counters and admits a channel when its count exceeds the
   coldest cached one's (ActiveFlow's contextual cache), ``lru`` evicts the least recently used. Context level: the
-  cache starts cold at each context and warms on its own tokens. Task level: the cache is filled with the channels
+  cache starts cold at each context and warms on its own tokens (both caches are :mod:`sim.cache`'s, the ones an
+  llm_in_flash run can keep its neurons in). Task level: the cache is filled with the channels
   most often active over the *other* contexts of the same task and stays fixed (a hot set learnt offline).
 
 These are inputs of the ActiveFlow policy for any model shape it times (sim/policies/activeflow.py): the

@@ -15,6 +15,11 @@ channels; of those, the share ``hit_rate`` is in the hot-channel cache (read not
 ``precision(delta)`` came with the preload (delta = the layer's distance from the predicting layer); the others
 are read on demand. Which channels: drawn at random per step (their positions only decide how reads merge).
 
+With ``channels: trace`` (the model must be the trace's: SmolLM2) gate and up use the real channels instead: each
+token's top-k of the trace's mlp_in per layer, layer n's real set as the preload of layers n+1 .. n+N (the first
+group: layer 0's own), and a :mod:`sim.cache` LFU/LRU over the real sets as the hot-channel cache, cold at each of
+the trace's contexts; the step rows then report the precision and hit rate those sets gave.
+
 ``precision`` and ``hit_rate`` default to what the real SmolLM2 trace measures at this sparsity
 (:mod:`sim.activeflow.stats`: per-distance precision of layer n's top-k for layer n + delta; the LFU/LRU cache's
 hit rate at ``cache_fraction`` of the channels), applied to the timed model and reported in the step rows
