@@ -280,3 +280,13 @@ def test_a_bad_rule_on_the_command_line_is_one_line(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--rule: unknown sparsity rule 'bogus'" in err
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_llm_in_flash_serves_requests_one_after_another(tmp_path):
+    (case,) = _experiment(tmp_path, "opt-6.7b", "opt-6.7b-table6")
+    two = load_experiment(tmp_path / "e.yaml", {"requests": 2})[0]
+    one, both = simulate_case(case, timeline=False), simulate_case(two, timeline=False)
+    decode = both.tokens[both.tokens.phase == "decode"]
+    assert len(decode) == 2 * 4 and both.requests["finished_s"].notna().all()
+    first = one.tokens[one.tokens.phase == "decode"]["neurons_predicted"].to_numpy()
+    assert (decode["neurons_predicted"].to_numpy()[4:] == first).all()  # the second reads the source from token 0

@@ -84,6 +84,11 @@ class MaskStream:
         self._start, self._true, self._pred = -1, None, None
         self._next, self._made = 0, 0  # next step asked for, next step to compute
 
+    @property
+    def position(self) -> int:
+        """The next step :meth:`token` expects."""
+        return self._next
+
     def reset(self) -> None:
         """Start again at step 0: cached steps are replayed; if steps were computed past the cache, recompute."""
         if self._made > len(self._cache):

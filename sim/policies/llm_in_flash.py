@@ -24,7 +24,8 @@ the summary's <memory>_used_GB vs <memory>_GB). ``overlap``: layer l+1's reads a
 starts, and a parallel-attention model (Falcon, Phi-2) computes a layer's attention while its FFN rows are read (the
 paper's Table 3 sums I/O and compute, i.e. no overlap, the default).
 
-One request at a time (``batch: 1``, the paper's setting): decode step t of the request is source token t. A
+One request at a time (``batch: 1``, the paper's setting): decode step t of the request is source token t (several
+requests run one after another, each reading the source from token 0, the window kept from one to the next). A
 prefill step reads every FFN neuron of each layer (a prompt's tokens together activate nearly all of them) and
 computes densely; the window starts empty at the first decode step.
 """
@@ -304,6 +305,8 @@ class LlmInFlash:
     def decode_plans(self, step: Step) -> list[LayerPlan]:
         """The layer plans of a decode step (step t of the request: source token t)."""
         t = step.positions[0]
+        if t == 0 and self.stream.position > 0:  # the next request of a run: it reads the source from token 0 again
+            self.stream.reset()
         tok = self._last_token = self.stream.token(t)
         if self.reuse:
             needed, copied, n_ffn = self._window_step(t, tok)
