@@ -150,8 +150,8 @@ class LFUCache(_Counted):
 
 class LRUCache(_Counted):
     """Every missed row is admitted; when a layer is full, the rows used longest ago leave (the current token's
-    rows are the most recent, so they stay unless the token alone needs more than the capacity: then its rows
-    beyond the capacity are read for this token only)."""
+    rows are the most recent, so they stay unless the token alone needs more than the capacity: then the rows it
+    just read beyond the capacity are read for this token only, and its rows already held stay)."""
 
     def __init__(self, n_layers: int, n_rows: int, capacity: np.ndarray | int):
         super().__init__(n_layers, n_rows, capacity)
@@ -163,6 +163,7 @@ class LRUCache(_Counted):
         over = held.sum(axis=1) - self.capacity  # [L]
         for layer in np.flatnonzero(over > 0).tolist():
             rows = np.flatnonzero(held[layer])
-            oldest = rows[np.argsort(self.last[layer, rows], kind="stable")[: int(over[layer])]]
-            held[layer, oldest] = False
+            was_held = self._resident[layer, rows]  # among rows used as recently, the ones just read leave first
+            order = np.lexsort((was_held, self.last[layer, rows]))  # oldest use first, then not held before
+            held[layer, rows[order[: int(over[layer])]]] = False
         self._resident = held

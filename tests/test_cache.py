@@ -101,3 +101,11 @@ def test_lfu_beats_the_window_on_a_stream_with_a_hot_set_at_equal_rows():
         read = sum(int(step.read.sum()) for _, _, step in _steps(cache, stream))
         hits[name] = 1 - read / stream.sum()
     assert hits["lfu"] > hits["window"]
+
+
+def test_lru_keeps_a_tokens_rows_it_already_held_when_the_token_needs_more_than_fit():
+    cache = LRUCache(1, 8, 2)
+    cache.step_bits(pack_rows(np.array([[1, 1, 0, 0, 0, 0, 0, 0]], bool)))
+    step = cache.step_bits(pack_rows(np.array([[1, 1, 1, 0, 0, 0, 0, 0]], bool)))
+    assert np.flatnonzero(step.read[0]).tolist() == [2] and not step.load.any()  # row 2: for this token only
+    assert np.flatnonzero(step.resident[0]).tolist() == [0, 1] and not step.evict.any()

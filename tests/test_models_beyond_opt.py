@@ -80,10 +80,11 @@ def test_fitted_window_shares_count_fresh_and_held_neurons_exactly():
     source.describe = lambda: "hand-made"
     stats = fit_statistics(source, "hand", "tiny", "test", k=2)
     assert stats.density.points == {1: 0.2}
-    # k=2 (t=2..5): the windows {t-1, t} hold 3, 4, 3, 3 neurons, of which 1, 2, 1, 1 are new at t
-    assert stats.window.by_k[2] == [5 / 40, 13 / 40]
-    assert stats.window.by_k[1] == [0.2, 0.2]  # a one-token window loads all of its token's neurons
-    # k=4 (t=4, 5): the window holds all 4 neurons; the token's pair was seen within the last three tokens
+    # as sim.lif.window steps: at t a window of k reads what tokens t-k .. t-1 did not hold, then holds t-k+1 .. t
+    # k=2 (t=2..5): new against the two tokens before: 1, 1, 0, 1 rows; held after: 3, 4, 3, 3
+    assert stats.window.by_k[2] == [3 / 40, 13 / 40]
+    assert stats.window.by_k[1] == [6 / 50, 0.2]  # k=1 (t=1..5): new against the token before: 1, 1, 2, 1, 1
+    # k=4 (t=4, 5): the four tokens before held all four rows; the window holds all four
     assert stats.window.by_k[4] == [0.0, 0.4]
 
 
@@ -147,13 +148,13 @@ def test_input_flash_holds_the_lm_head_and_reads_one_input_row_per_token():
         policy = _policy(ctx, predictor="oracle", window_k=2, capacity_tokens=6, embeddings=where)
         held[where] = ctx.devices.memories["dram"].tenants().get("embeddings", 0.0)
         plans = [_plans(policy, t) for t in range(3)]
-        rows = [p[0].on_demand for p in plans]
-        if where == "dram":
-            assert all(r.shape[0] == 0 for r in rows)
-        else:
-            table_end = ctx.layout.op_extents(-1, ("embed",))[0].sum()
-            for r in rows:  # one fp16 row of d_model, inside the input table
-                assert r.shape == (1, 2) and r[0, 1] == 64 * 2 and r[0, 0] + r[0, 1] <= table_end
+        table_start, table_len = ctx.layout.op_extents(-1, ("embed",))[0]
+        for p in plans:  # layer 0's read: the token's input row (inside the input table) before its neurons
+            rows = p[0].preload[(p[0].preload[:, 0] >= table_start) & (p[0].preload[:, 0] < table_start + table_len)]
+            if where == "dram":
+                assert rows.shape[0] == 0
+            else:
+                assert rows.shape == (1, 2) and rows[0, 1] == 64 * 2 and rows[0].sum() <= table_start + table_len
     table = 100 * 64 * 2
     assert held["dram"] == 2 * table and held["input_flash"] == table and held["flash"] == 0.0
 
@@ -162,7 +163,8 @@ def test_input_flash_of_a_tied_model_is_dram():
     tied = ModelProfile(**BASE, tied_embeddings=True)
     ctx = _ctx(tied, ArraySource(np.ones((4, 2, 256), bool)))
     policy = _policy(ctx, predictor="oracle", window_k=1, capacity_tokens=4, embeddings="input_flash")
-    assert _plans(policy, 0)[0].on_demand.shape[0] == 0
+    start, length = ctx.layout.op_extents(-1, ("embed",))[0]
+    assert not (_plans(policy, 0)[0].preload[:, 0] < start + length).any()  # nothing read from the table
     assert ctx.devices.memories["dram"].tenants()["embeddings"] == 100 * 64 * 2
 
 
@@ -290,3 +292,23 @@ def test_llm_in_flash_serves_requests_one_after_another(tmp_path):
     assert len(decode) == 2 * 4 and both.requests["finished_s"].notna().all()
     first = one.tokens[one.tokens.phase == "decode"]["neurons_predicted"].to_numpy()
     assert (decode["neurons_predicted"].to_numpy()[4:] == first).all()  # the second reads the source from token 0
+
+
+def test_fitted_window_shares_are_what_the_simulators_window_loads_and_holds():
+    from sim.lif.bits import pack_rows
+    from sim.lif.window import SlidingWindow
+
+    masks = np.random.default_rng(3).random((40, 2, 64)) < 0.2
+    source = ArraySource(masks)
+    source.n_layers, source.d_ff = 2, 64
+    source.contexts = lambda start, stop: np.zeros(stop - start, np.int64)
+    source.describe = lambda: "random"
+    stats = fit_statistics(source, "r", "tiny", "test", k=3)
+    for k in (1, 2, 3, 5):
+        window, fresh, held = SlidingWindow(2, 64, k), [], []
+        for t in range(40):
+            step = window.step_bits(pack_rows(masks[t]))
+            if t >= k:  # full windows before t
+                fresh.append(step.load.sum() / 128)
+                held.append(step.resident.sum() / 128)
+        assert stats.window.by_k[k] == pytest.approx([np.mean(fresh), np.mean(held)], abs=1e-5), k

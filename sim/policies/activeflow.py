@@ -69,12 +69,12 @@ class RealChannels:
     _context: int = -1
 
     def token(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """(active [L, d], not cached [L, d]) of decode step t; the cache steps over the token's sets and starts cold
-        at each new context (the contextual cache warms on its own prompt)."""
+        """(active [L, d], not cached [L, d]) of decode step t (trace token t); the cache steps over the token's sets
+        and starts cold at each new context and request (the contextual cache warms on its own prompt)."""
         active = self.active[t]
         if self.cache is None:
             return active, active
-        if self.context[t] != self._context:
+        if t == 0 or self.context[t] != self._context:  # a new request, or the trace's next context
             self.cache = type(self.cache)(*self.cache.shape, self.cache.capacity)
             self._context = int(self.context[t])
         return active, self.cache.step_bits(pack_rows(active)).read
@@ -151,6 +151,9 @@ class ActiveFlow:
         if ctx.decode_tokens > len(x):
             reason = f"{ctx.decode_tokens} decode steps need as many trace tokens; {self.trace.name} has {len(x)}"
             raise ConfigError("experiment", "decode_tokens", reason, ctx.decode_tokens)
+        if cfg.cache == "lfu_task":
+            reason = "a task-level cache is learnt offline from other contexts; channels: trace runs lfu/lru_context"
+            raise ConfigError("experiment", "policy.cache", reason, cfg.cache)
         capacity = int(round(self.cache_fraction * model.d_model))
         cache = (LFUCache if cfg.cache.startswith("lfu") else LRUCache)(model.n_layers, model.d_model, capacity)
         return RealChannels(active_sets(x[: ctx.decode_tokens], cfg.sparsity), context, cache if capacity else None)
@@ -233,7 +236,8 @@ class ActiveFlow:
         preload: dict[int, int] = {}
         read_bytes = {"preload": 0.0, "on_demand": 0.0}
         self._sets = self._real.token(step.positions[0]) if self._real is not None else None
-        self._predicted: dict[int, np.ndarray] = {}  # group's first layer -> the real set its preload brought
+        self._predicted: dict[int, np.ndarray] = {}  # group's first layer -> the real set predicting the group
+        self._preloaded: dict[int, np.ndarray] = {}  # group's first layer -> the channels its preload read
         if N:
             preload[0] = self._preload(g, 0, (), read_bytes, merge)
         prev: tuple[int, ...] = ()
@@ -284,7 +288,8 @@ class ActiveFlow:
         if self._sets is not None:  # layer first-1's real set predicts the group (the first group: layer 0's own)
             active, uncached = self._sets
             self._predicted[first] = active[max(first - 1, 0)]
-            real = np.flatnonzero(self._predicted[first] & uncached[first])
+            self._preloaded[first] = self._predicted[first] & uncached[first]  # what the read brings, every layer
+            real = np.flatnonzero(self._preloaded[first])
         parts = [
             self.layout.group_extents(op, first, real if self._sets is not None and op in TRACED_OPS
                                       else self._channels(op, self._uncached(op)))
@@ -305,7 +310,7 @@ class ActiveFlow:
         if self._sets is not None:  # the layer's real set, not cached, not brought by its group's preload
             active, uncached = self._sets
             need = active[layer] & uncached[layer]
-            real = np.flatnonzero(need & ~self._predicted[layer - layer % N] if N else need)
+            real = np.flatnonzero(need & ~self._preloaded[layer - layer % N] if N else need)
         parts = [self.layout.layer_extents(op, layer, real if real is not None and op in TRACED_OPS
                                            else self._channels(op, int(round(self._uncached(op) * miss))))
                  for op in self.layout.ops]  # fmt: skip

@@ -71,6 +71,12 @@ def reads_input_rows(model: ModelProfile, where: str) -> bool:
     return where == "flash" or (where == "input_flash" and not model.tied_embeddings)
 
 
+def attention_beside(plan: LayerPlan, input_rows: bool) -> bool:
+    """Whether a parallel-attention layer's attention can run beside its reads: nothing it needs is still in
+    flight (no weights or KV cache crossing a link first, no input rows being read for layer 0)."""
+    return not plan.transfers and not (plan.layer == 0 and input_rows)
+
+
 def input_row_extents(ctx: RunContext, step: Step) -> np.ndarray:
     """[n, 2] extents of the input embedding rows a step's tokens need (one per token computed). A projected trace
     has no token ids, so the row of a token is a fixed hash of its request and position: what a read costs depends
@@ -106,8 +112,8 @@ def placement_transfers(ctx: RunContext, step: Step, layer: int, resident_bytes:
 
 
 def lm_head_extents(ctx: RunContext) -> np.ndarray:
-    """The LM head's extents (tied: the embedding table), read at the last layer by a policy that does not hold it;
-    the one embedding row of the input token is negligible and not charged."""
+    """The LM head's extents (tied: the embedding table), read at the last layer by a policy that does not hold it
+    (the input tokens' rows: :func:`input_row_extents`)."""
     model = ctx.model
     return ctx.layout.op_extents(EMBEDDINGS, ("lm_head",) if not model.tied_embeddings else ("embed",))
 
@@ -138,20 +144,19 @@ class _Dense:
         """Allocate what the policy keeps resident and set the preloads (each policy's own part of setup)."""
 
     def plan(self, step: Step) -> Graph:
-        ctx, plans = self.ctx, self.plans
-        mid, last = self.ops.dense_layer(step, last=False), self.ops.dense_layer(step, last=True)
-        beside: tuple = ()
-        if self._attention_beside:  # resident attention runs while the layer's streamed FFN rows arrive
-            m = ctx.model
-            beside = self.ops.attention(step)
-            mid = self.ops.ffn(m.d_ff * m.experts_top_k, step.n_tokens)
-            last = mid + self.ops.lm_head(step)
-        if self._input_rows:
-            plans[0].on_demand = input_row_extents(ctx, step)
-        for plan in plans:  # only the ops (attention's KV length) and transfers change from step to step
-            plan.ops, plan.concurrent = mid, beside
+        ctx, plans, m = self.ctx, self.plans, self.ctx.model
+        dense = self.ops.dense_layer(step, last=False), self.ops.dense_layer(step, last=True)
+        if self._attention_beside:  # resident attention may run while the layer's streamed FFN rows arrive
+            attention, ffn = self.ops.attention(step), self.ops.ffn(m.d_ff * m.experts_top_k, step.n_tokens)
+        if self._input_rows:  # the tokens' input rows read with layer 0's weights (the embedding table lies first)
+            plans[0].preload = np.concatenate([input_row_extents(ctx, step), self.preloads[0]])
+        for plan in plans:  # only the ops (attention's KV length), transfers and input rows change step to step
+            last = plan.layer == m.n_layers - 1
             plan.transfers = placement_transfers(ctx, step, plan.layer, self.resident_bytes[plan.layer])
-        plans[-1].ops = last
+            if self._attention_beside and attention_beside(plan, self._input_rows):
+                plan.ops, plan.concurrent = ffn + (self.ops.lm_head(step) if last else ()), attention
+            else:
+                plan.ops, plan.concurrent = dense[last], ()
         return self.pipeline.graph(plans)
 
     def step_stats(self) -> dict[str, float]:

@@ -57,6 +57,7 @@ from sim.policies.base import Held, RunContext
 from sim.policies.baselines import (
     EMBEDDINGS_HELP,
     Embeddings,
+    attention_beside,
     embedding_bytes_held,
     input_row_extents,
     lm_head_extents,
@@ -66,7 +67,8 @@ from sim.policies.baselines import (
 from sim.policies.ops import StepOps
 from sim.units import format_bytes
 
-MASK_STORE_BYTES = 256e6  # predicted masks of a run up to this size are stored on disk (sim.points.derived_arrays)
+MASK_STORE_BYTES = 64e6  # predicted masks of a run up to this size are stored on disk (sim.points.derived_arrays;
+# computing them holds them twice: a 256-token OPT-6.7B run's are 16 MB)
 
 
 class LlmInFlashConfig(StrictModel):
@@ -316,15 +318,14 @@ class LlmInFlash:
         extents = self.layout.neuron_extents_all(needed)  # one pass for all layers, layer-major
         if self._lm_head.shape[0]:  # the LM head from flash, with the last layer's neurons
             extents[-1] = np.concatenate([self._lm_head, extents[-1]])  # embeddings lie first on flash: in order
+        if self._input_rows:  # the tokens' input rows, with layer 0's neurons
+            extents[0] = np.concatenate([input_row_extents(self.ctx, step), extents[0]])
         attention = self.ops.attention(step)  # the same for every layer
         copied, n_ffn = copied.tolist(), n_ffn.tolist()
-        plans = [
+        return [
             self._layer_plan(step, l, extents[l], float(copied[l]), int(n_ffn[l]), attention)
             for l in range(self.n_layers)
         ]
-        if self._input_rows:
-            plans[0].on_demand = input_row_extents(self.ctx, step)
-        return plans
 
     def _prefill(self, step: Step) -> Graph:
         """Every FFN neuron of each layer read (into a streaming buffer) and computed densely for the chunk."""
@@ -342,6 +343,8 @@ class LlmInFlash:
             )
             for l in range(self.n_layers)
         ]
+        if self._input_rows:  # the prompt's input rows, with layer 0's neurons
+            plans[0].preload = np.concatenate([input_row_extents(ctx, step), plans[0].preload])
         self._stats = {}
         return self.pipeline.graph(plans)
 
@@ -391,10 +394,7 @@ class LlmInFlash:
         ctx, cfg = self.ctx, self.config
         ffn = self.ops.ffn(n_ffn, 1, gathered=cfg.ffn_compute == "active")
         after = self.ops.lm_head(step) if layer == self.n_layers - 1 else ()
-        beside: tuple[Op, ...] = ()
-        if cfg.overlap and ctx.model.parallel_attention:  # attention needs none of the FFN rows being read
-            attention, beside = (), attention
-        return LayerPlan(
+        plan = LayerPlan(
             layer=layer,
             issue_at=layer - 1 if cfg.overlap else layer,
             preload=preload,
@@ -403,8 +403,10 @@ class LlmInFlash:
             coalesce=cfg.coalesce_reads,
             ops=attention + self._static_ops[layer] + ffn + after,
             processor=ctx.processor,
-            concurrent=beside,
         )
+        if cfg.overlap and ctx.model.parallel_attention and attention_beside(plan, self._input_rows):
+            plan.ops, plan.concurrent = self._static_ops[layer] + ffn + after, attention  # needs none of the rows
+        return plan
 
     def _record(self, tok: TokenMasks, n_read: int, n_loaded: int, mem, copied) -> None:
         resident = float(mem.n_rows.sum()) if mem is not None else 0.0

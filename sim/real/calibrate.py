@@ -281,13 +281,14 @@ def fit_kernels(k: pd.DataFrame, threads: int) -> Fit:
     # bytes (rows = the gathered FFN's rows: ffn_bytes / (d_model x 4 B)); the profile takes it when it is positive
     # (gather_row_overhead; the simulator's Op.rows), else the bytes-only factor stands alone.
     rows = (g32.ffn_bytes / (g32.d_model * 4)).to_numpy(float)
+    timed = gathered_s > 10 * intercept / 4  # shapes whose gather takes well over one kernel's overhead
     a = np.stack([g32.ffn_bytes.to_numpy(float) / bw, rows], axis=1) / gathered_s[:, None]
-    (inverse_eff, row_s), *_ = np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)
+    fit_rows = timed if timed.sum() >= 2 else np.ones(len(rows), bool)  # below that the overhead's noise rules
+    (inverse_eff, row_s), *_ = np.linalg.lstsq(a[fit_rows], np.ones(int(fit_rows.sum())), rcond=None)
     row_term = row_s > 0 and inverse_eff >= 1  # a cost per row and a factor that still slows the bytes down
     if row_term:
         eff = float(1 / inverse_eff)
     predicted = g32.ffn_bytes.to_numpy(float) / (bw * eff) + (rows * row_s if row_term else 0.0)
-    timed = gathered_s > 10 * intercept / 4  # shapes whose gather takes well over one kernel's overhead
     misfit = np.abs(predicted / gathered_s - 1)[timed]
     g_residual = float(misfit.max()) if misfit.size else 0.0
     return Fit(bw, intercept / 4, flops16, eff, 100 * residual, 100 * g_residual, float(row_s), row_term)

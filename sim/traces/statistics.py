@@ -146,10 +146,10 @@ def fit_statistics(source, name: str, model: str, command: str, k: int = 5) -> A
         active += mask.sum(axis=(0, 2))
         csum = np.zeros((len(idx) + 1, L, F), np.int32)
         np.cumsum(mask, axis=0, dtype=np.int32, out=csum[1:])
-        for w in range(1, min(K, len(idx) - 1) + 1):  # window of w tokens ending at t, t = w .. T-1 (each with
-            # a full window and a token before it)
+        for w in range(1, min(K, len(idx) - 1) + 1):  # t = w .. T-1: a full window of w tokens before t
+            # (sim.lif.window: a step reads what the last w tokens did not store, then holds tokens t-w+1 .. t)
             union = (csum[w + 1 :] - csum[1:-w]) > 0  # [T-w, L, F] tokens t-w+1 .. t
-            before = (csum[w:-1] - csum[1:-w]) > 0  # tokens t-w+1 .. t-1 (none for w = 1)
+            before = (csum[w:-1] - csum[: -w - 1]) > 0  # tokens t-w .. t-1: what a window of w held before t
             fresh[w] += (union & ~before).sum() / (L * F)
             held[w] += union.sum() / (L * F)
             n_pos[w] += union.shape[0]
